@@ -1,0 +1,8 @@
+"""Saliency detectors: the embedded U^2-Net-small prior (``u2netp``) and ARN.
+
+Plain functions on numpy arrays; no file I/O, no caches, no CLI.
+"""
+
+from .u2netp import ModelNotFoundError, u2netp_map, u2netp_model_path, u2netp_saliency
+
+__all__ = ["u2netp_saliency", "u2netp_map", "u2netp_model_path", "ModelNotFoundError"]

