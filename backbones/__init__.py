@@ -34,6 +34,8 @@ from ._base import (
 )
 from .api import available_backbones, extract_features, hub_checkpoint_dir, load_backbone
 from .efficientnet_lite import EfficientNetLite0
+from .mobilenet_v2 import MobileNetV2
+from .vgg import VGG16
 
 __all__ = [
     "Backbone",
@@ -42,6 +44,8 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_NUM_CLASSES",
     "IMAGENET_STD",
+    "MobileNetV2",
+    "VGG16",
     "WeightsNotFoundError",
     "available_backbones",
     "extract_features",

@@ -20,6 +20,8 @@ import torch
 
 from ._base import Backbone, WeightsNotFoundError, _as_batch, select_device
 from .efficientnet_lite import EfficientNetLite0, efficientnet_lite0_weights_path
+from .mobilenet_v2 import MOBILENET_V2_FILES, MobileNetV2
+from .vgg import VGG16, VGG16_FILE
 
 __all__ = ["load_backbone", "extract_features", "available_backbones", "hub_checkpoint_dir"]
 
@@ -34,11 +36,9 @@ class _Entry:
 
 _REGISTRY: dict[str, _Entry] = {
     "efficientnet_lite0": _Entry(EfficientNetLite0, (), efficientnet_lite0_weights_path),
+    "vgg16": _Entry(VGG16, (VGG16_FILE,)),
+    "mobilenet_v2": _Entry(MobileNetV2, MOBILENET_V2_FILES),
 }
-
-
-def _register(name: str, entry: _Entry) -> None:
-    _REGISTRY[name] = entry
 
 
 def available_backbones() -> tuple[str, ...]:
@@ -90,8 +90,8 @@ def load_backbone(
     weights : path, optional
         A state-dict file (``torch.save`` of a dict with the model's keys). ``None``
         uses the packaged file (EfficientNet-Lite0) or the torch hub cache
-        (``torch.hub.get_dir()/checkpoints/vgg16-397923af.pth``,
-        ``mobilenet_v2-b0353104.pth`` or ``mobilenet_v2-7ebf99e0.pth``).
+        (``torch.hub.get_dir()/checkpoints/vgg16-397923af.pth``;
+        ``mobilenet_v2-7ebf99e0.pth``, else ``mobilenet_v2-b0353104.pth``).
     device : str or torch.device, optional
         Default: :func:`select_device` (CUDA when available, else CPU).
     pretrained : bool
