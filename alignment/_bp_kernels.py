@@ -1,0 +1,294 @@
+"""Numba kernels of SIFT-Flow: data term, descriptor pyramid, dual-layer belief propagation.
+
+All kernels are ``@njit(cache=True, nogil=True)`` and single-threaded, so that several pairs can
+run in joblib threads on different cores. The formulas and every decision are documented in
+:mod:`alignment.siftflow`; this module only implements them.
+
+Layouts (per pyramid level, ``L = 2 * w + 1`` labels per layer, label ``l`` means the displacement
+``offset + l - w`` of that layer):
+
+* data term ``D[y, x, ly, lx]`` float32, contiguous per pixel (label-major);
+* range term ``R[k, y, x, l]`` (``k = 0``: horizontal layer vx, ``k = 1``: vertical layer vy);
+* spatial messages ``S[k, y, x, j, l]``, the message *into* pixel ``(y, x)`` of layer ``k`` from its
+  neighbour ``j`` (0 left, 1 right, 2 above, 3 below);
+* dual messages ``M[k, y, x, l]``, the message into layer ``k`` of pixel ``(y, x)`` from the other
+  layer of the same pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def data_term(desc_a, desc_b, ox, oy, w, out):
+    """Eq. data: ``out[y, x, ly, lx] = ||s1(p) - s2(p + o(p) + (lx - w, ly - w))||_1``.
+
+    Out-of-image candidates get -1. Returns the median of the in-image costs (integer histogram),
+    used as the reference's default cost for matches outside the second image.
+    """
+    h, wd, c = desc_a.shape
+    h2, w2 = desc_b.shape[0], desc_b.shape[1]
+    n_lab = 2 * w + 1
+    hist = np.zeros(c * 255 + 1, np.int64)
+    total = 0
+    for y in range(h):
+        for x in range(wd):
+            a = desc_a[y, x]
+            for ly in range(n_lab):
+                ty = y + oy[y, x] + ly - w
+                for lx in range(n_lab):
+                    tx = x + ox[y, x] + lx - w
+                    if ty < 0 or ty >= h2 or tx < 0 or tx >= w2:
+                        out[y, x, ly, lx] = -1.0
+                        continue
+                    b = desc_b[ty, tx]
+                    s = 0
+                    for k in range(c):
+                        s += abs(np.int32(a[k]) - np.int32(b[k]))
+                    out[y, x, ly, lx] = s
+                    hist[s] += 1
+                    total += 1
+    if total == 0:
+        return 0.0
+    half = (total + 1) // 2
+    acc = 0
+    for i in range(hist.shape[0]):
+        acc += hist[i]
+        if acc >= half:
+            return float(i)
+    return float(hist.shape[0] - 1)
+
+
+@njit(cache=True, nogil=True)
+def finish_data_term(out, default, trunc):
+    """Out-of-image candidates <- default; Eq. data truncation ``min(cost, trunc)``."""
+    flat = out.reshape(-1)
+    for i in range(flat.shape[0]):
+        v = flat[i]
+        if v < 0.0:
+            v = default
+        if v > trunc:
+            v = trunc
+        flat[i] = v
+
+
+@njit(cache=True, nogil=True)
+def downsample(desc, kernel):
+    """Blur with a 1-D kernel and decimate by 2 along y and x, edge-replicated; uint8 out.
+
+    ``kernel`` holds the taps at offsets ``-r .. r + 1`` relative to ``2 * y`` (the 5-tap Gaussian
+    convolved with the 2-tap mean of the half-pixel decimation).
+    """
+    h, w, c = desc.shape
+    h2 = (h + 1) // 2
+    w2 = (w + 1) // 2
+    nk = kernel.shape[0]
+    r = (nk - 2) // 2
+    tmp = np.zeros((h2, w, c), np.float32)
+    for y in range(h2):
+        for t in range(nk):
+            yy = min(max(2 * y + t - r, 0), h - 1)
+            kt = kernel[t]
+            for x in range(w):
+                for k in range(c):
+                    tmp[y, x, k] += kt * desc[yy, x, k]
+    out = np.empty((h2, w2, c), np.uint8)
+    acc = np.empty(c, np.float32)
+    for y in range(h2):
+        for x in range(w2):
+            acc[:] = 0.0
+            for t in range(nk):
+                xx = min(max(2 * x + t - r, 0), w - 1)
+                kt = kernel[t]
+                for k in range(c):
+                    acc[k] += kt * tmp[y, xx, k]
+            for k in range(c):
+                out[y, x, k] = np.uint8(min(max(np.floor(acc[k] + 0.5), 0.0), 255.0))
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _spatial_update(S, M, R, off, k, y, x, qy, qx, j_in, j_excl, s, d, h, n_lab):
+    """Message from (y, x) to its neighbour (qy, qx) in layer k (truncated-L1 distance transform).
+
+    ``j_in`` is the slot of the message at q (where it comes from, seen from q); ``j_excl`` the
+    slot at p of the message that came from q (excluded, as in BP).
+    """
+    for l in range(n_lab):
+        v = M[k, y, x, l] + R[k, y, x, l]
+        for j in range(4):
+            if j != j_excl:
+                v += S[k, y, x, j, l]
+        h[l] = v
+    mn = h[0]
+    for l in range(1, n_lab):
+        if h[l] < mn:
+            mn = h[l]
+    cap = mn + d
+    # Distance transform of the L1 part: two passes, O(L).
+    for l in range(1, n_lab):
+        t = h[l - 1] + s
+        if t < h[l]:
+            h[l] = t
+    for l in range(n_lab - 2, -1, -1):
+        t = h[l + 1] + s
+        if t < h[l]:
+            h[l] = t
+    # Re-index into q's labels: same absolute displacement, p-label i = q-label l + shift.
+    shift = off[qy, qx] - off[y, x]
+    best = np.float32(np.inf)
+    for l in range(n_lab):
+        i = l + shift
+        if i < 0:
+            v = h[0] + s * (-i)
+        elif i >= n_lab:
+            v = h[n_lab - 1] + s * (i - n_lab + 1)
+        else:
+            v = h[i]
+        if v > cap:
+            v = cap
+        S[k, qy, qx, j_in, l] = v
+        if v < best:
+            best = v
+    for l in range(n_lab):
+        S[k, qy, qx, j_in, l] -= best
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dual_update(S, M, R, D, k, y, x, h, n_lab):
+    """Message from layer k to the other layer at (y, x): min over k's label of D + k's belief."""
+    for l in range(n_lab):
+        v = R[k, y, x, l]
+        for j in range(4):
+            v += S[k, y, x, j, l]
+        h[l] = v
+    o = 1 - k
+    best = np.float32(np.inf)
+    if k == 0:  # vx -> vy: m(ly) = min_lx D[ly, lx] + h(lx)
+        for ly in range(n_lab):
+            mn = np.float32(np.inf)
+            for lx in range(n_lab):
+                t = D[y, x, ly, lx] + h[lx]
+                if t < mn:
+                    mn = t
+            M[o, y, x, ly] = mn
+            if mn < best:
+                best = mn
+    else:  # vy -> vx: m(lx) = min_ly D[ly, lx] + h(ly)
+        for lx in range(n_lab):
+            M[o, y, x, lx] = np.float32(np.inf)
+        for ly in range(n_lab):
+            hl = h[ly]
+            for lx in range(n_lab):
+                t = D[y, x, ly, lx] + hl
+                if t < M[o, y, x, lx]:
+                    M[o, y, x, lx] = t
+        for lx in range(n_lab):
+            if M[o, y, x, lx] < best:
+                best = M[o, y, x, lx]
+    for l in range(n_lab):
+        M[o, y, x, l] -= best
+
+
+@njit(cache=True, nogil=True)
+def _labels_and_energy(S, M, R, D, ox, oy, w, s, d, X):
+    """Beliefs -> per-layer argmin labels X[k, y, x]; returns the energy of that labelling."""
+    _, h, wd, n_lab = R.shape
+    for k in range(2):
+        for y in range(h):
+            for x in range(wd):
+                best = np.float32(np.inf)
+                arg = 0
+                for l in range(n_lab):
+                    v = R[k, y, x, l] + M[k, y, x, l]
+                    for j in range(4):
+                        v += S[k, y, x, j, l]
+                    if v < best:
+                        best = v
+                        arg = l
+                X[k, y, x] = arg
+    e = 0.0
+    for y in range(h):
+        for x in range(wd):
+            lx = X[0, y, x]
+            ly = X[1, y, x]
+            e += D[y, x, ly, lx] + R[0, y, x, lx] + R[1, y, x, ly]
+            ax = ox[y, x] + lx
+            ay = oy[y, x] + ly
+            if x + 1 < wd:
+                e += min(s * abs(ax - ox[y, x + 1] - X[0, y, x + 1]), d)
+                e += min(s * abs(ay - oy[y, x + 1] - X[1, y, x + 1]), d)
+            if y + 1 < h:
+                e += min(s * abs(ax - ox[y + 1, x] - X[0, y + 1, x]), d)
+                e += min(s * abs(ay - oy[y + 1, x] - X[1, y + 1, x]), d)
+    return e
+
+
+@njit(cache=True, nogil=True)
+def bp_level(D, R, ox, oy, w, s, d, n_iterations, X, energy):
+    """Sequential dual-layer BP (the reference's BP_S schedule) on one pyramid level.
+
+    Iteration ``t`` updates layer ``k = t % 2`` only: a forward raster sweep sending messages
+    right and down when ``t % 4 < 2``, else a backward sweep sending left and up; the dual message
+    from layer k to the other layer is refreshed on the way when ``t % 8 < 4``. After every
+    iteration the labels are the per-layer belief minima and ``energy[t]`` their energy.
+    """
+    h, wd = ox.shape
+    n_lab = 2 * w + 1
+    S = np.zeros((2, h, wd, 4, n_lab), np.float32)
+    M = np.zeros((2, h, wd, n_lab), np.float32)
+    buf = np.empty(n_lab, np.float32)
+    s32 = np.float32(s)
+    d32 = np.float32(d)
+    # Initial dual messages from the data and range terms alone (spatial messages are zero), so
+    # that the first spatial sweep already sees the data term (see siftflow's module docstring).
+    for y in range(h):
+        for x in range(wd):
+            _dual_update(S, M, R, D, 0, y, x, buf, n_lab)
+            _dual_update(S, M, R, D, 1, y, x, buf, n_lab)
+    for t in range(n_iterations):
+        k = t % 2
+        off = ox if k == 0 else oy
+        dual = t % 8 < 4
+        if t % 4 < 2:
+            for y in range(h):
+                for x in range(wd):
+                    if x + 1 < wd:  # to the right: arrives at q from its left (0)
+                        _spatial_update(S, M, R, off, k, y, x, y, x + 1, 0, 1, s32, d32, buf, n_lab)
+                    if y + 1 < h:  # downwards: arrives at q from above (2)
+                        _spatial_update(S, M, R, off, k, y, x, y + 1, x, 2, 3, s32, d32, buf, n_lab)
+                    if dual:
+                        _dual_update(S, M, R, D, k, y, x, buf, n_lab)
+        else:
+            for y in range(h - 1, -1, -1):
+                for x in range(wd - 1, -1, -1):
+                    if x > 0:  # to the left: arrives at q from its right (1)
+                        _spatial_update(S, M, R, off, k, y, x, y, x - 1, 1, 0, s32, d32, buf, n_lab)
+                    if y > 0:  # upwards: arrives at q from below (3)
+                        _spatial_update(S, M, R, off, k, y, x, y - 1, x, 3, 2, s32, d32, buf, n_lab)
+                    if dual:
+                        _dual_update(S, M, R, D, k, y, x, buf, n_lab)
+        energy[t] = _labels_and_energy(S, M, R, D, ox, oy, w, s, d, X)
+    if n_iterations == 0:
+        _labels_and_energy(S, M, R, D, ox, oy, w, s, d, X)
+
+
+@njit(cache=True, nogil=True)
+def match_cost(desc_a, desc_b, vx, vy, cost, valid):
+    """Per-pixel L2 SIFT distance ``||s1(p) - s2(p + w(p))||_2`` (target clamped into image 2)."""
+    h, wd, c = desc_a.shape
+    h2, w2 = desc_b.shape[0], desc_b.shape[1]
+    for y in range(h):
+        for x in range(wd):
+            ty = y + vy[y, x]
+            tx = x + vx[y, x]
+            valid[y, x] = 0 <= ty < h2 and 0 <= tx < w2
+            ty = min(max(ty, 0), h2 - 1)
+            tx = min(max(tx, 0), w2 - 1)
+            acc = 0
+            for k in range(c):
+                dd = np.int32(desc_a[y, x, k]) - np.int32(desc_b[ty, tx, k])
+                acc += dd * dd
+            cost[y, x] = np.sqrt(np.float32(acc))
