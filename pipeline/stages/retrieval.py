@@ -1,0 +1,86 @@
+"""Stages ``gist_hog`` and ``neighbours``: MIJR Sec. III's retrieval of similar pool images.
+
+``gist_hog`` (per image, cached) computes the weighted, L2-normalised GIST + HOG descriptor of
+:func:`retrieval.descriptor` (1104 float32 values). ``neighbours`` (per pool) gathers every image's
+descriptor and finds its ``k = 5`` nearest other images (:func:`retrieval.nearest_neighbours`),
+writing the table every pair stage reads::
+
+    {"stems": (N,) str, "index": (N, k) int64 into stems (-1 = none), "distance": (N, k) float64}
+
+Rows are in sorted stem order. With fewer than ``k + 1`` images the missing slots hold index -1
+and distance +inf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.registry import Stage, register
+from retrieval import GIST_WEIGHT, HOG_WEIGHT, descriptor, nearest_neighbours
+
+
+@dataclass(frozen=True)
+class GistHogParams:
+    """Parameters of ``gist_hog``.
+
+    size : GIST square side (LEAR / Oliva-Torralba: 256).
+    hog_size : HOG square side (128: 16 x 16 cells of 8 px, pooled to 4 x 4 x 9).
+    gist_weight, hog_weight : shares of GIST and HOG in the squared retrieval distance (0.5 each;
+        the paper gives none).
+    """
+
+    size: int = 256
+    hog_size: int = 128
+    gist_weight: float = GIST_WEIGHT
+    hog_weight: float = HOG_WEIGHT
+
+
+def run_gist_hog(inputs, params: GistHogParams):
+    image = inputs["pool"]["image"]
+    d = descriptor(image, size=params.size, hog_size=params.hog_size,
+                   gist_weight=params.gist_weight, hog_weight=params.hog_weight)
+    return {"descriptor": d}
+
+
+@dataclass(frozen=True)
+class NeighboursParams:
+    """Parameters of ``neighbours``.
+
+    k : neighbours per image (MIJR Sec. III: at most 5).
+    method : "exact" (chunked brute force) or "pca" (approximate: PCA candidates re-ranked exactly).
+    """
+
+    k: int = 5
+    method: str = "exact"
+
+    def __post_init__(self):
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be an int >= 1, got {self.k!r}")
+        if self.method not in ("exact", "pca"):
+            raise ValueError(f"method must be 'exact' or 'pca', got {self.method!r}")
+
+
+def run_neighbours(inputs, params: NeighboursParams):
+    table = inputs["gist_hog"]
+    stems = sorted(str(s) for s in table)
+    if not stems:
+        raise ValueError("neighbours: no image has a gist_hog descriptor")
+    desc = np.stack([np.asarray(table[s]["descriptor"], dtype=np.float32) for s in stems])
+    nn = nearest_neighbours(desc, k=params.k, method=params.method)
+    n, got = nn.index.shape
+    index = np.full((n, params.k), -1, dtype=np.int64)
+    distance = np.full((n, params.k), np.inf, dtype=np.float64)
+    index[:, :got] = nn.index
+    distance[:, :got] = nn.distance
+    return {"stems": np.array(stems, dtype=str), "index": index, "distance": distance}
+
+
+register(Stage(name="gist_hog", version="1", inputs=("pool",), params=GistHogParams,
+               granularity="image", func=run_gist_hog,
+               doc="GIST + HOG retrieval descriptor (MIJR Sec. III; LEAR GIST, pooled HOG)"))
+
+register(Stage(name="neighbours", version="1", inputs=("gist_hog",), params=NeighboursParams,
+               granularity="pool", func=run_neighbours,
+               doc="top-5 most similar pool images of every image by GIST + HOG (MIJR Sec. III)"))
