@@ -1,0 +1,96 @@
+"""The runner: caching, recomputation of exactly the dependants, failures kept per item."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.config import build_params
+from pipeline.runner import RunError, RunOptions, run
+
+
+def _run(names, pool, out, sets=(), **kw):
+    params, _ = build_params(None, list(sets))
+    lines = []
+    opts = RunOptions(out=out, pool=pool, jobs=kw.pop("jobs", 1), progress=False, echo=lines.append, **kw)
+    report = run(names, params, opts)
+    return {s.name: s for s in report.stages}, lines, report
+
+
+def test_second_identical_run_computes_nothing(tiny_pool, tmp_path):
+    first, _, _ = _run(["test_after", "test_count"], tiny_pool, tmp_path / "out")
+    assert first["test_mean"].computed == 4 and first["test_count"].computed == 1
+    second, _, report = _run(["test_after", "test_count"], tiny_pool, tmp_path / "out")
+    assert report.computed == 0
+    assert {n: s.cached for n, s in second.items()} == {"pool": 4, "test_mean": 4, "test_after": 4, "test_count": 1}
+
+
+def test_changed_parameter_recomputes_exactly_the_dependent_stages(tiny_pool, tmp_path):
+    out = tmp_path / "out"
+    _run(["test_after", "test_count", "test_slow"], tiny_pool, out)
+    again, _, _ = _run(["test_after", "test_count", "test_slow"], tiny_pool, out, sets=["test_mean.scale=0.5"])
+    computed = {n: s.computed for n, s in again.items()}
+    assert computed == {"pool": 0, "test_mean": 4, "test_after": 4, "test_count": 1, "test_slow": 0}
+    # and the maps on disk follow the new parameter
+    m = np.asarray(__import__("PIL.Image").Image.open(out / "test_mean" / "img0.png"), dtype=float) / 255
+    img = np.asarray(__import__("PIL.Image").Image.open(tiny_pool / "img0.png"), dtype=float)
+    np.testing.assert_allclose(m, np.clip(img.mean(axis=2) / 255 * 0.5, 0, 1), atol=1 / 255 + 1e-6)
+
+
+def test_reverting_a_parameter_restores_the_cached_map_png(tiny_pool, tmp_path):
+    out = tmp_path / "out"
+    _run(["test_mean"], tiny_pool, out)
+    original = (out / "test_mean" / "img1.png").read_bytes()
+    _run(["test_mean"], tiny_pool, out, sets=["test_mean.scale=0.3"])
+    assert (out / "test_mean" / "img1.png").read_bytes() != original
+    reverted, _, _ = _run(["test_mean"], tiny_pool, out)
+    assert reverted["test_mean"].computed == 0
+    assert (out / "test_mean" / "img1.png").read_bytes() == original
+
+
+def test_force_recomputes_one_stage_only(tiny_pool, tmp_path):
+    out = tmp_path / "out"
+    _run(["test_after"], tiny_pool, out)
+    forced, _, _ = _run(["test_after"], tiny_pool, out, force=("test_mean",))
+    assert {n: s.computed for n, s in forced.items()} == {"pool": 0, "test_mean": 4, "test_after": 0}
+
+
+def test_failing_item_is_reported_and_the_rest_goes_on(tiny_pool, tmp_path):
+    stages, lines, report = _run(["test_slow"], tiny_pool, tmp_path / "out", sets=["test_slow.fail_on=24"])
+    assert stages["test_slow"].failed == 1 and stages["test_slow"].computed == 3
+    assert any("test_slow failed on img1: refusing images of height 24" in line for line in lines)
+    assert report.succeeded
+    assert sorted(p.name for p in (tmp_path / "out" / "test_slow").glob("*.png")) == ["img0.png", "img2.png", "img3.png"]
+
+
+def test_parallel_run_equals_serial_run(tiny_pool, tmp_path):
+    _run(["test_after", "test_batch"], tiny_pool, tmp_path / "a", jobs=1)
+    _run(["test_after", "test_batch"], tiny_pool, tmp_path / "b", jobs=2)
+    for stage in ("test_after", "test_batch"):
+        for png in (tmp_path / "a" / stage).glob("*.png"):
+            assert png.read_bytes() == (tmp_path / "b" / stage / png.name).read_bytes()
+
+
+def test_batched_stage_gets_every_item(tiny_pool, tmp_path):
+    stages, _, _ = _run(["test_batch"], tiny_pool, tmp_path / "out")
+    assert stages["test_batch"].computed == 4
+    assert len(list((tmp_path / "out" / "test_batch").glob("*.png"))) == 4
+
+
+def test_unknown_stage_and_missing_pool_are_clear_errors(tiny_pool, tmp_path):
+    with pytest.raises(RunError, match="unknown stage 'nope'"):
+        _run(["nope"], tiny_pool, tmp_path / "out")
+    with pytest.raises(RunError, match="does not exist"):
+        _run(["test_mean"], tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match="holds no images"):
+        _run(["test_mean"], tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(RunError, match="needs --priors"):
+        _run(["priors"], tiny_pool, tmp_path / "out")
+
+
+def test_run_summary_is_written(tiny_pool, tmp_path):
+    _run(["test_mean"], tiny_pool, tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    assert [s["name"] for s in summary["stages"]] == ["pool", "test_mean"]
+    assert summary["params"]["test_mean"] == {"scale": 1.0}
