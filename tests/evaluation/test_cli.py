@@ -1,0 +1,51 @@
+"""The ``evaluate`` command's argparse piece and main()."""
+
+import argparse
+import json
+
+import numpy as np
+from PIL import Image
+
+from pipeline.evaluation.cli import add_arguments, main
+
+
+def _write(folder, stem, arr):
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(folder / f"{stem}.png")
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        gt = np.zeros((20, 30), np.uint8)
+        gt[4:15, 5:20] = 255
+        _write(tmp_path / "gt", f"s{i}", gt)
+        _write(tmp_path / "A", f"s{i}", gt)
+        if i < 3:
+            _write(tmp_path / "B", f"s{i}", rng.integers(0, 256, gt.shape, dtype=np.uint8))
+        _write(tmp_path / "img", f"s{i}", rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    args = _parse(["--pred", str(tmp_path / "A"), "--pred", f"noise={tmp_path / 'B'}", "--gt",
+                   str(tmp_path / "gt"), "--out", str(tmp_path / "out"), "--images", str(tmp_path / "img"),
+                   "--rows", "2"])
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "| A |" in out.out and "| noise |" in out.out
+    data = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert data["methods"]["noise"]["pooled"]["n_images"] == 3
+    assert any("noise: 1 of 4 GT images have no map" in n for n in data["notices"])
+    assert (tmp_path / "out" / "contact_sheet.png").exists()
+
+
+def test_cli_bad_folder_and_nothing_scored(tmp_path, capsys):
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "p").mkdir()
+    assert main(_parse(["--pred", str(tmp_path / "nope"), "--gt", str(tmp_path / "gt")])) == 2
+    assert main(_parse(["--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "gt"),
+                        "--out", str(tmp_path / "o")])) == 1
+    assert "no method could be scored" in capsys.readouterr().err
