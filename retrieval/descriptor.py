@@ -17,7 +17,7 @@ Defaults: ``w_g = w_h = 0.5``. The paper gives no weights; equal shares are the 
 
 GIST is always computed on three channels (a gray image is replicated, which gives its gray GIST
 three times) so that every image of a pool has the same length, 960 + 144 = 1104. An all-constant
-image has zero GIST and HOG: its descriptor part is left at zero (no division by zero).
+image has zero GIST and HOG (up to float32 rounding, norm < 1e-5): its parts are left at zero.
 """
 
 from __future__ import annotations
@@ -39,9 +39,15 @@ def descriptor_length() -> int:
     return gist_length(3) + pooled_hog_length()
 
 
+# Below this norm a part is treated as blank: a constant image leaves ~1e-6 of float32 rounding in
+# its GIST (the whitening of a constant is exact only in exact arithmetic), while a single changed
+# pixel in a 300 x 300 image already gives ~3e-5.
+_BLANK_NORM = 1e-5
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
-    return v / n if n > 1e-12 else np.zeros_like(v)
+    return v / n if n > _BLANK_NORM else np.zeros_like(v)
 
 
 def descriptor(
