@@ -110,107 +110,126 @@ def downsample(desc, kernel):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _spatial_update(S, M, R, off, k, y, x, qy, qx, j_in, j_excl, s, d, h, n_lab):
-    """Message from (y, x) to its neighbour (qy, qx) in layer k (truncated-L1 distance transform).
+def _send(h, Sk, off, y, x, qy, qx, j_in, s, d, n_lab):
+    """Spatial message from (y, x) to (qy, qx) given ``h`` (p's belief without q's message).
 
-    ``j_in`` is the slot of the message at q (where it comes from, seen from q); ``j_excl`` the
-    slot at p of the message that came from q (excluded, as in BP).
+    Truncated-L1 distance transform, O(L): ``m(l_q) = min(min_lp h(l_p) + s |a_p - a_q|, min h + d)
+    - min h``. ``h`` is overwritten. The result lands in ``Sk[qy, qx, j_in]``.
     """
-    for l in range(n_lab):
-        v = M[k, y, x, l] + R[k, y, x, l]
-        for j in range(4):
-            if j != j_excl:
-                v += S[k, y, x, j, l]
-        h[l] = v
     mn = h[0]
     for l in range(1, n_lab):
-        if h[l] < mn:
-            mn = h[l]
+        mn = min(mn, h[l])
     cap = mn + d
-    # Distance transform of the L1 part: two passes, O(L).
-    for l in range(1, n_lab):
-        t = h[l - 1] + s
-        if t < h[l]:
-            h[l] = t
-    for l in range(n_lab - 2, -1, -1):
-        t = h[l + 1] + s
-        if t < h[l]:
-            h[l] = t
-    # Re-index into q's labels: same absolute displacement, p-label i = q-label l + shift.
+    for l in range(1, n_lab):  # forward pass of the L1 distance transform
+        h[l] = min(h[l], h[l - 1] + s)
+    for l in range(n_lab - 2, -1, -1):  # backward pass
+        h[l] = min(h[l], h[l + 1] + s)
+    # Re-index into q's labels: same absolute displacement, p-label i = q-label l + shift;
+    # outside p's window the L1 cone continues exactly.
+    # The message is normalised by min h (not by its own minimum, which is >= min h): the same up
+    # to a bounded constant, and it takes the minimum search off the sequential critical path.
     shift = off[qy, qx] - off[y, x]
-    best = np.float32(np.inf)
-    for l in range(n_lab):
-        i = l + shift
-        if i < 0:
-            v = h[0] + s * (-i)
-        elif i >= n_lab:
-            v = h[n_lab - 1] + s * (i - n_lab + 1)
-        else:
-            v = h[i]
-        if v > cap:
-            v = cap
-        S[k, qy, qx, j_in, l] = v
-        if v < best:
-            best = v
-    for l in range(n_lab):
-        S[k, qy, qx, j_in, l] -= best
+    out = Sk[qy, qx, j_in]
+    if shift == 0:
+        for l in range(n_lab):
+            out[l] = min(h[l], cap) - mn
+    else:
+        for l in range(n_lab):
+            i = l + shift
+            if i < 0:
+                v = h[0] + s * (-i)
+            elif i >= n_lab:
+                v = h[n_lab - 1] + s * (i - n_lab + 1)
+            else:
+                v = h[i]
+            out[l] = min(v, cap) - mn
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _dual_update(S, M, R, D, k, y, x, h, n_lab):
-    """Message from layer k to the other layer at (y, x): min over k's label of D + k's belief."""
-    for l in range(n_lab):
-        v = R[k, y, x, l]
-        for j in range(4):
-            v += S[k, y, x, j, l]
-        h[l] = v
-    o = 1 - k
-    best = np.float32(np.inf)
-    if k == 0:  # vx -> vy: m(ly) = min_lx D[ly, lx] + h(lx)
+def _dual(D, base, Mo, k, y, x, n_lab):
+    """Dual message from layer k to the other layer at (y, x); ``base`` = k's range + spatial."""
+    dp = D[y, x]
+    out = Mo[y, x]
+    if k == 0:  # vx -> vy: m(ly) = min_lx D[ly, lx] + base(lx)
         for ly in range(n_lab):
-            mn = np.float32(np.inf)
-            for lx in range(n_lab):
-                t = D[y, x, ly, lx] + h[lx]
-                if t < mn:
-                    mn = t
-            M[o, y, x, ly] = mn
-            if mn < best:
-                best = mn
-    else:  # vy -> vx: m(lx) = min_ly D[ly, lx] + h(ly)
+            mn = dp[ly, 0] + base[0]
+            for lx in range(1, n_lab):
+                mn = min(mn, dp[ly, lx] + base[lx])
+            out[ly] = mn
+    else:  # vy -> vx: m(lx) = min_ly D[ly, lx] + base(ly)
         for lx in range(n_lab):
-            M[o, y, x, lx] = np.float32(np.inf)
-        for ly in range(n_lab):
-            hl = h[ly]
+            out[lx] = dp[0, lx] + base[0]
+        for ly in range(1, n_lab):
+            b = base[ly]
             for lx in range(n_lab):
-                t = D[y, x, ly, lx] + hl
-                if t < M[o, y, x, lx]:
-                    M[o, y, x, lx] = t
-        for lx in range(n_lab):
-            if M[o, y, x, lx] < best:
-                best = M[o, y, x, lx]
+                out[lx] = min(out[lx], dp[ly, lx] + b)
+    best = out[0]
+    for l in range(1, n_lab):
+        best = min(best, out[l])
     for l in range(n_lab):
-        M[o, y, x, l] -= best
+        out[l] -= best
 
 
 @njit(cache=True, nogil=True)
-def _labels_and_energy(S, M, R, D, ox, oy, w, s, d, X):
-    """Beliefs -> per-layer argmin labels X[k, y, x]; returns the energy of that labelling."""
-    _, h, wd, n_lab = R.shape
-    for k in range(2):
-        for y in range(h):
-            for x in range(wd):
-                best = np.float32(np.inf)
-                arg = 0
-                for l in range(n_lab):
-                    v = R[k, y, x, l] + M[k, y, x, l]
-                    for j in range(4):
-                        v += S[k, y, x, j, l]
-                    if v < best:
-                        best = v
-                        arg = l
-                X[k, y, x] = arg
+def _sweep(D, Sk, Mk, Rk, Mo, off, k, forward, dual, s, d, base, h):
+    """One raster sweep of layer k (forward: right + down, backward: left + up) + dual messages."""
+    hh, wd, _, n_lab = Sk.shape
+    for yy in range(hh):
+        y = yy if forward else hh - 1 - yy
+        for xx in range(wd):
+            x = xx if forward else wd - 1 - xx
+            sp = Sk[y, x]
+            rp = Rk[y, x]
+            mp = Mk[y, x]
+            for l in range(n_lab):
+                base[l] = rp[l] + sp[0, l] + sp[1, l] + sp[2, l] + sp[3, l]
+            if forward:
+                if x + 1 < wd:  # to the right: arrives at q from its left (slot 0)
+                    for l in range(n_lab):
+                        h[l] = base[l] + mp[l] - sp[1, l]
+                    _send(h, Sk, off, y, x, y, x + 1, 0, s, d, n_lab)
+                if y + 1 < hh:  # downwards: arrives at q from above (slot 2)
+                    for l in range(n_lab):
+                        h[l] = base[l] + mp[l] - sp[3, l]
+                    _send(h, Sk, off, y, x, y + 1, x, 2, s, d, n_lab)
+            else:
+                if x > 0:  # to the left: arrives at q from its right (slot 1)
+                    for l in range(n_lab):
+                        h[l] = base[l] + mp[l] - sp[0, l]
+                    _send(h, Sk, off, y, x, y, x - 1, 1, s, d, n_lab)
+                if y > 0:  # upwards: arrives at q from below (slot 3)
+                    for l in range(n_lab):
+                        h[l] = base[l] + mp[l] - sp[2, l]
+                    _send(h, Sk, off, y, x, y - 1, x, 3, s, d, n_lab)
+            if dual:
+                _dual(D, base, Mo, k, y, x, n_lab)
+
+
+@njit(cache=True, nogil=True)
+def _labels(Sk, Mk, Rk, Xk):
+    """Per-layer label of minimum belief ``R + M + sum of the 4 spatial messages``."""
+    hh, wd, _, n_lab = Sk.shape
+    for y in range(hh):
+        for x in range(wd):
+            sp = Sk[y, x]
+            rp = Rk[y, x]
+            mp = Mk[y, x]
+            best = np.float32(np.inf)
+            arg = 0
+            for l in range(n_lab):
+                v = rp[l] + mp[l] + sp[0, l] + sp[1, l] + sp[2, l] + sp[3, l]
+                if v < best:
+                    best = v
+                    arg = l
+            Xk[y, x] = arg
+
+
+@njit(cache=True, nogil=True)
+def _energy(D, R, ox, oy, s, d, X):
+    """Energy (SIFT Flow Eq. 3) of the labelling X[k, y, x]."""
+    hh, wd = ox.shape
     e = 0.0
-    for y in range(h):
+    for y in range(hh):
         for x in range(wd):
             lx = X[0, y, x]
             ly = X[1, y, x]
@@ -220,7 +239,7 @@ def _labels_and_energy(S, M, R, D, ox, oy, w, s, d, X):
             if x + 1 < wd:
                 e += min(s * abs(ax - ox[y, x + 1] - X[0, y, x + 1]), d)
                 e += min(s * abs(ay - oy[y, x + 1] - X[1, y, x + 1]), d)
-            if y + 1 < h:
+            if y + 1 < hh:
                 e += min(s * abs(ax - ox[y + 1, x] - X[0, y + 1, x]), d)
                 e += min(s * abs(ay - oy[y + 1, x] - X[1, y + 1, x]), d)
     return e
@@ -230,49 +249,37 @@ def _labels_and_energy(S, M, R, D, ox, oy, w, s, d, X):
 def bp_level(D, R, ox, oy, w, s, d, n_iterations, X, energy):
     """Sequential dual-layer BP (the reference's BP_S schedule) on one pyramid level.
 
-    Iteration ``t`` updates layer ``k = t % 2`` only: a forward raster sweep sending messages
-    right and down when ``t % 4 < 2``, else a backward sweep sending left and up; the dual message
-    from layer k to the other layer is refreshed on the way when ``t % 8 < 4``. After every
+    Before the first iteration both layers receive a dual message computed from the data and range
+    terms alone. Iteration ``t`` updates layer ``k = t % 2`` only: a forward raster sweep sending
+    messages right and down when ``t % 4 < 2``, else a backward sweep sending left and up; the dual
+    message from layer k to the other layer is refreshed on the way when ``t % 8 < 4``. After every
     iteration the labels are the per-layer belief minima and ``energy[t]`` their energy.
     """
-    h, wd = ox.shape
+    hh, wd = ox.shape
     n_lab = 2 * w + 1
-    S = np.zeros((2, h, wd, 4, n_lab), np.float32)
-    M = np.zeros((2, h, wd, n_lab), np.float32)
-    buf = np.empty(n_lab, np.float32)
+    S = np.zeros((2, hh, wd, 4, n_lab), np.float32)
+    M = np.zeros((2, hh, wd, n_lab), np.float32)
+    base = np.empty(n_lab, np.float32)
+    h = np.empty(n_lab, np.float32)
     s32 = np.float32(s)
     d32 = np.float32(d)
     # Initial dual messages from the data and range terms alone (spatial messages are zero), so
     # that the first spatial sweep already sees the data term (see siftflow's module docstring).
-    for y in range(h):
-        for x in range(wd):
-            _dual_update(S, M, R, D, 0, y, x, buf, n_lab)
-            _dual_update(S, M, R, D, 1, y, x, buf, n_lab)
+    for k in range(2):
+        for y in range(hh):
+            for x in range(wd):
+                _dual(D, R[k, y, x], M[1 - k], k, y, x, n_lab)
     for t in range(n_iterations):
         k = t % 2
         off = ox if k == 0 else oy
-        dual = t % 8 < 4
-        if t % 4 < 2:
-            for y in range(h):
-                for x in range(wd):
-                    if x + 1 < wd:  # to the right: arrives at q from its left (0)
-                        _spatial_update(S, M, R, off, k, y, x, y, x + 1, 0, 1, s32, d32, buf, n_lab)
-                    if y + 1 < h:  # downwards: arrives at q from above (2)
-                        _spatial_update(S, M, R, off, k, y, x, y + 1, x, 2, 3, s32, d32, buf, n_lab)
-                    if dual:
-                        _dual_update(S, M, R, D, k, y, x, buf, n_lab)
-        else:
-            for y in range(h - 1, -1, -1):
-                for x in range(wd - 1, -1, -1):
-                    if x > 0:  # to the left: arrives at q from its right (1)
-                        _spatial_update(S, M, R, off, k, y, x, y, x - 1, 1, 0, s32, d32, buf, n_lab)
-                    if y > 0:  # upwards: arrives at q from below (3)
-                        _spatial_update(S, M, R, off, k, y, x, y - 1, x, 3, 2, s32, d32, buf, n_lab)
-                    if dual:
-                        _dual_update(S, M, R, D, k, y, x, buf, n_lab)
-        energy[t] = _labels_and_energy(S, M, R, D, ox, oy, w, s, d, X)
+        _sweep(D, S[k], M[k], R[k], M[1 - k], off, k, t % 4 < 2, t % 8 < 4, s32, d32, base, h)
+        _labels(S[k], M[k], R[k], X[k])
+        if t == 0 or t % 8 < 4:  # the other layer's belief changed through its dual message
+            _labels(S[1 - k], M[1 - k], R[1 - k], X[1 - k])
+        energy[t] = _energy(D, R, ox, oy, s, d, X)
     if n_iterations == 0:
-        _labels_and_energy(S, M, R, D, ox, oy, w, s, d, X)
+        for k in range(2):
+            _labels(S[k], M[k], R[k], X[k])
 
 
 @njit(cache=True, nogil=True)
