@@ -99,3 +99,11 @@ def test_slic_any_size_gives_contiguous_labels_covering_the_image(h, w, n_segmen
     assert labels.shape == (h, w)
     assert np.unique(labels).size == labels.max() + 1
     assert region_count(labels).sum() == h * w
+
+
+@pytest.mark.parametrize("shape", [(1, 13), (1, 8), (2, 40), (1, 1)])
+def test_slic_on_slivers_that_crash_opencv_falls_back(shape):
+    # OpenCV's SLIC segfaults on e.g. a 1x13 image with one segment; the wrapper must not.
+    image = np.random.default_rng(0).integers(0, 256, size=shape + (3,), dtype=np.uint8)
+    labels = slic(image, n_segments=1)
+    assert labels.shape == shape
