@@ -13,6 +13,43 @@ from .io import Notices, normalize_gt, normalize_map
 from .metrics import AUC, METRICS, EvaluationResult, SODEvaluator, evaluate_methods
 from .reports import contact_sheet, markdown_table, write_report
 
+
+def evaluate_run(*, map_dirs, gt_dir, out_dir, image_dir=None, n_rows: int = 6, echo=print,
+                 n_jobs: int = 1) -> EvaluationResult:
+    """The runner's evaluation step: score every map folder of a run against ``gt_dir``.
+
+    Parameters
+    ----------
+    map_dirs : Mapping[str, path]
+        Stage name -> folder of that stage's maps (``<out>/<stage>/<stem>.png``).
+    gt_dir : path
+        Ground-truth masks matched by stem.
+    out_dir : path
+        Report folder (see :func:`write_report`).
+    image_dir : path, optional
+        The pool's images, for the contact sheet.
+    n_rows : int, optional
+        Contact-sheet rows.
+    echo : callable, optional
+        Receives each line to show: ``notice: ...`` lines, then the metrics table.
+    n_jobs : int, optional
+        Methods scored in parallel processes.
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    result = evaluate_methods(dict(map_dirs), gt_dir, n_jobs=n_jobs, log=False)
+    for line in result.notices:
+        echo(f"notice: {line}")
+    if not result.methods:
+        echo("notice: evaluation: no map could be scored against the ground truth")
+        return result
+    write_report(result, out_dir, images=image_dir, n_rows=n_rows)
+    for line in markdown_table(result).splitlines():
+        echo(line)
+    return result
+
 __all__ = [
     "AUC",
     "METRICS",
@@ -21,6 +58,7 @@ __all__ = [
     "SODEvaluator",
     "contact_sheet",
     "evaluate_methods",
+    "evaluate_run",
     "markdown_table",
     "normalize_gt",
     "normalize_map",

@@ -337,6 +337,7 @@ def evaluate_methods(
     beta2: float = 0.3,
     alpha: float = 0.5,
     n_jobs: int = 1,
+    log: bool = True,
 ) -> EvaluationResult:
     """Score saliency maps of one or more methods against ground-truth masks.
 
@@ -357,6 +358,9 @@ def evaluate_methods(
         S-measure alpha (0.5).
     n_jobs : int, optional
         Methods scored in parallel processes (joblib); 1 = in this process.
+    log : bool, optional
+        Also log each notice (logger ``pipeline.evaluation``, WARNING). Callers that print
+        ``result.notices`` themselves pass False.
 
     Returns
     -------
@@ -365,8 +369,7 @@ def evaluate_methods(
     Notes
     -----
     A method is scored on the intersection of its stems with the GT stems; missing and extra maps
-    are each reported in one notice line. Notices are also logged (logger ``pipeline.evaluation``,
-    level WARNING).
+    are each reported in one notice line.
     """
     sources = _method_sources(maps)
     gt_source = as_source(gts, what="ground-truth")
@@ -427,8 +430,9 @@ def evaluate_methods(
         methods.append(name)
         pooled[name], per_image[name], curves[name] = p, rows, c
     lines = tuple(notices.lines())
-    for line in lines:
-        logger.warning(line)
+    if log:
+        for line in lines:
+            logger.warning(line)
     return EvaluationResult(
         methods=tuple(methods), pooled=pooled, per_image=per_image, curves=curves, notices=lines,
         maps=sources, gts=gt_source,

@@ -49,3 +49,21 @@ def test_cli_bad_folder_and_nothing_scored(tmp_path, capsys):
     assert main(_parse(["--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "gt"),
                         "--out", str(tmp_path / "o")])) == 1
     assert "no method could be scored" in capsys.readouterr().err
+
+
+def test_evaluate_run_for_the_runner(tmp_path):
+    from pipeline.evaluation import evaluate_run
+
+    gt = np.zeros((20, 30), np.uint8)
+    gt[4:15, 5:20] = 255
+    for i in range(3):
+        _write(tmp_path / "gt", f"s{i}", gt)
+        _write(tmp_path / "u2netp", f"s{i}", gt)
+    _write(tmp_path / "u2netp", "s0", np.kron(gt, np.ones((2, 2), np.uint8)))  # other size
+    lines = []
+    res = evaluate_run(map_dirs={"u2netp": tmp_path / "u2netp"}, gt_dir=tmp_path / "gt",
+                       out_dir=tmp_path / "ev", n_rows=2, echo=lines.append)
+    assert res.methods == ("u2netp",)
+    assert any(line.startswith("notice: u2netp: 1 map(s) differ in size") for line in lines)
+    assert any(line.startswith("| u2netp |") for line in lines)
+    assert (tmp_path / "ev" / "metrics.md").exists() and (tmp_path / "ev" / "contact_sheet.png").exists()
