@@ -94,3 +94,15 @@ def test_run_summary_is_written(tiny_pool, tmp_path):
     summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
     assert [s["name"] for s in summary["stages"]] == ["pool", "test_mean"]
     assert summary["params"]["test_mean"] == {"scale": 1.0}
+
+
+def test_dask_scheduler_runs_the_same_graph(tiny_pool, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None, protocol="tcp://", host="127.0.0.1"
+    ) as cluster:
+        stages, _, _ = _run(["test_after"], tiny_pool, tmp_path / "dask", scheduler=f"dask://{cluster.scheduler_address}")
+    assert stages["test_after"].computed == 4
+    _run(["test_after"], tiny_pool, tmp_path / "loky")
+    for png in (tmp_path / "loky" / "test_after").glob("*.png"):
+        assert png.read_bytes() == (tmp_path / "dask" / "test_after" / png.name).read_bytes()
