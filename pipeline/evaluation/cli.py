@@ -70,10 +70,12 @@ def main(args) -> int:
             print(f"error: --split {args.split}: {exc.strerror or exc}", file=sys.stderr)
             return 2
     try:
-        result = evaluate_methods(maps, args.gt, stems=stems, n_jobs=getattr(args, "eval_jobs", 1))
+        result = evaluate_methods(maps, args.gt, stems=stems, n_jobs=getattr(args, "eval_jobs", 1), log=False)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for line in result.notices:
+        print(f"notice: {line}", file=sys.stderr)
     if not result.methods:
         print("error: no method could be scored (see the notices above)", file=sys.stderr)
         return 1

@@ -162,7 +162,9 @@ def _load_rgb(images, stem):
 
 def contact_sheet(result: EvaluationResult, path: Path, *, images=None, n_rows: int = 6,
                   rows: Sequence[str] | None = None) -> list[str]:
-    """Write a grid ``image | GT | each method's map``, one row per sample stem; returns the stems."""
+    """Write a grid ``image | GT | each method's map``, one row per sample stem; returns the stems.
+
+    Without ``images`` the image column is left out."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -173,14 +175,15 @@ def contact_sheet(result: EvaluationResult, path: Path, *, images=None, n_rows: 
 
         images = dict(_pool.discover(images, what="images").files)
     stems = _pick_rows(result, n_rows, rows)
-    cols = ["image", "GT"] + list(result.methods)
+    lead = (["image"] if images is not None else []) + ["GT"]  # no image column without images
+    cols = lead + list(result.methods)
     n_r, n_c = max(len(stems), 1), len(cols)
     fig, axes = plt.subplots(n_r, n_c, figsize=(1.9 * n_c, 1.55 * n_r + 0.3), dpi=110, squeeze=False)
     for r, stem in enumerate(stems):
         gt = None
         if result.gts is not None and stem in result.gts:
             gt, _ = normalize_gt(result.gts[stem])
-        cells = [_load_rgb(images, stem), gt]
+        cells = ([_load_rgb(images, stem)] if images is not None else []) + [gt]
         for m in result.methods:
             src = result.maps.get(m, {})
             cell = None
@@ -202,7 +205,7 @@ def contact_sheet(result: EvaluationResult, path: Path, *, images=None, n_rows: 
                 ax.imshow(cell)
             else:
                 ax.imshow(cell, cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
-            if c >= 2 and stem in result.per_image.get(cols[c], {}):
+            if c >= len(lead) and stem in result.per_image.get(cols[c], {}):
                 mf = result.per_image[cols[c]][stem]["max_f"]
                 ax.set_xlabel(f"max F {mf:.2f}", fontsize=7, labelpad=1)
             if r == 0:
@@ -228,7 +231,7 @@ def write_report(result: EvaluationResult, out_dir, *, images=None, n_rows: int 
         Created if needed.
     images : path or Mapping[str, ndarray | path], optional
         The RGB images for the contact sheet's first column (a folder matched by stem); without
-        them that column shows "n/a".
+        them that column is left out.
     n_rows : int, optional
         Sample rows of the contact sheet (evenly spread over the sorted stems scored by every
         method). 0 writes no contact sheet.
