@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval._image import as_float255
-from retrieval.gist import gist, gist_length
-from retrieval.hog import pooled_hog, pooled_hog_length
+from retrieval._image import as_float255, check_size
+from retrieval.gist import _gist_float255, gist_length
+from retrieval.hog import _hog_float255, pooled_hog_length
 
 __all__ = ["descriptor", "descriptor_batch", "descriptor_length", "GIST_WEIGHT", "HOG_WEIGHT"]
 
@@ -91,11 +91,11 @@ def descriptor(
     total = float(gist_weight) + float(hog_weight)
     if total <= 0:
         raise ValueError("gist_weight + hog_weight: expected > 0, got 0")
-    x = as_float255(image)  # validated once; uint8-equivalent 0..255 floats from here on
-    x = x * np.float32(1.0 / 255.0)
-    np.clip(x, 0.0, 1.0, out=x)
-    g = gist(x, size=size, color=True).astype(np.float64)
-    h = pooled_hog(x, size=hog_size).astype(np.float64)
+    size = check_size(size, 8, "size")
+    hog_size = check_size(hog_size, 32, "hog_size")  # >= grid (4) cells of 8 px
+    x = as_float255(image)  # validated once; both parts see the same 0..255 values
+    g = _gist_float255(x, size, (8, 8, 4), 4, 4.0, True).astype(np.float64)
+    h = _hog_float255(x, hog_size).astype(np.float64)
     # Eq. D
     d = np.concatenate(
         [np.sqrt(gist_weight / total) * _unit(g), np.sqrt(hog_weight / total) * _unit(h)]

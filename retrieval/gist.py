@@ -236,7 +236,11 @@ def gist(
         raise ValueError(f"n_blocks: expected <= size ({size}), got {n_blocks}")
     if not np.isfinite(fc) or fc <= 0:
         raise ValueError(f"fc: expected a positive number, got {fc!r}")
-    x = as_float255(image)
+    return _gist_float255(as_float255(image), size, ors, n_blocks, fc, color)
+
+
+def _gist_float255(x, size, ors, n_blocks, fc, color) -> np.ndarray:
+    """:func:`gist` on an already validated ``(H, W, C)`` float32 0..255 array."""
     if color is True and x.shape[2] == 1:
         x = np.repeat(x, 3, axis=2)
     elif color is False and x.shape[2] == 3:

@@ -101,7 +101,14 @@ def pooled_hog(
             f"size: {size} px gives {n_cells} cells of {pixels_per_cell} px, fewer than "
             f"cells_per_block ({cells_per_block}) or grid ({grid})"
         )
-    x = resize_square(as_float255(image), size) * np.float32(1.0 / 255.0)
+    return _hog_float255(as_float255(image), size, orientations, pixels_per_cell,
+                         cells_per_block, grid)
+
+
+def _hog_float255(x, size, orientations=9, pixels_per_cell=8, cells_per_block=2, grid=4):
+    """:func:`pooled_hog` on an already validated ``(H, W, C)`` float32 0..255 array."""
+    n_cells = size // pixels_per_cell
+    x = resize_square(x, size) / np.float32(255.0)
     if x.shape[2] == 1:
         img, channel_axis = x[:, :, 0], None
     else:
