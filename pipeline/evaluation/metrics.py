@@ -122,13 +122,12 @@ class SODEvaluator:
     """
 
     def __init__(self, *, beta2: float = 0.3, alpha: float = 0.5):
-        self.fm = sod.FmeasureV2(
-            metric_handlers={
-                "f": sod.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=beta2),
-                "p": sod.PrecisionHandler(with_dynamic=True, with_adaptive=False),
-                "r": sod.RecallHandler(with_dynamic=True, with_adaptive=False),
-            }
-        )
+        self.handlers = {
+            "f": sod.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=beta2),
+            "p": sod.PrecisionHandler(with_dynamic=True, with_adaptive=False),
+            "r": sod.RecallHandler(with_dynamic=True, with_adaptive=False),
+        }
+        self.fm = sod.FmeasureV2(metric_handlers=dict(self.handlers))
         self.mae = sod.MAE()
         self.sm = sod.Smeasure(alpha=alpha)
         self.em = sod.Emeasure()
@@ -147,7 +146,7 @@ class SODEvaluator:
         self.em.step(pred, gt, normalize=True)
         self.wfm.step(pred, gt, normalize=True)
         self.auc.step(pred, gt)
-        h = self.fm._metric_handlers
+        h = self.handlers
         f_curve = np.asarray(h["f"].dynamic_results[-1], dtype=np.float64)
         e_curve = np.asarray(self.em.changeable_ems[-1], dtype=np.float64)
         auc = self.auc.aucs[-1]
@@ -179,7 +178,7 @@ class SODEvaluator:
         """
         if not self.per_image:
             raise ValueError("no image was scored")
-        h = self.fm._metric_handlers
+        h = self.handlers
         f_curve = np.mean(np.asarray(h["f"].dynamic_results, dtype=np.float64), axis=0)
         p_curve = np.mean(np.asarray(h["p"].dynamic_results, dtype=np.float64), axis=0)
         r_curve = np.mean(np.asarray(h["r"].dynamic_results, dtype=np.float64), axis=0)
