@@ -56,3 +56,16 @@ register(Stage("test_slow", "1", ("pool",), SlowParams, "image", run_slow, doc="
 register(Stage("test_after", "1", ("test_mean",), NoParams, "image", run_after, doc="test", produces_map=True))
 register(Stage("test_count", "1", ("test_mean",), NoParams, "pool", run_count, doc="test"))
 register(Stage("test_batch", "1", ("pool",), NoParams, "image", run_batch, doc="test", produces_map=True, batch=3))
+
+
+@dataclass(frozen=True)
+class PromoteParams:
+    prior: str = "test_mean"
+
+
+def run_promote(inputs, params):
+    return {"map": np.sqrt(inputs[params.prior]["map"]).astype(np.float32)}
+
+
+register(Stage("test_promote", "1", ("pool",), PromoteParams, "image", run_promote, doc="test",
+               produces_map=True, prior_params=("prior",)))

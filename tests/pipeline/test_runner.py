@@ -106,3 +106,14 @@ def test_dask_scheduler_runs_the_same_graph(tiny_pool, tmp_path):
     _run(["test_after"], tiny_pool, tmp_path / "loky")
     for png in (tmp_path / "loky" / "test_after").glob("*.png"):
         assert png.read_bytes() == (tmp_path / "dask" / "test_after" / png.name).read_bytes()
+
+
+def test_any_map_stage_can_be_named_as_the_prior_of_a_promoter(tiny_pool, tmp_path):
+    stages, _, _ = _run(["test_promote"], tiny_pool, tmp_path / "a")
+    assert "test_mean" in stages and "test_slow" not in stages
+    stages, _, _ = _run(["test_promote"], tiny_pool, tmp_path / "a", sets=["test_promote.prior=test_slow"])
+    assert stages["test_slow"].computed == 4 and stages["test_promote"].computed == 4
+    with pytest.raises(RunError, match="is not a map-producing stage"):
+        _run(["test_promote"], tiny_pool, tmp_path / "a", sets=["test_promote.prior=test_count"])
+    with pytest.raises(RunError, match="unknown stage 'nosuch'"):
+        _run(["test_promote"], tiny_pool, tmp_path / "a", sets=["test_promote.prior=nosuch"])
