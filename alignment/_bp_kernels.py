@@ -20,6 +20,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# Up to this many labels per layer, spatial messages use the direct L^2 min-convolution.
+_BRUTE_MAX_LABELS = 9
+
 
 @njit(cache=True, nogil=True)
 def data_term(desc_a, desc_b, ox, oy, w, out):
@@ -110,30 +113,40 @@ def downsample(desc, kernel):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _send(h, Sk, off, y, x, qy, qx, j_in, s, d, n_lab):
+def _send(h, cone, Sk, off, y, x, qy, qx, j_in, s, d, n_lab):
     """Spatial message from (y, x) to (qy, qx) given ``h`` (p's belief without q's message).
 
-    Truncated-L1 distance transform, O(L): ``m(l_q) = min(min_lp h(l_p) + s |a_p - a_q|, min h + d)
-    - min h``. ``h`` is overwritten. The result lands in ``Sk[qy, qx, j_in]``.
+    ``m(l_q) = min(min_lp h(l_p) + s |a(l_p) - a(l_q)|, min h + d) - min h`` (truncated-L1
+    compatibility; ``a`` the absolute displacement). ``h`` may be overwritten. The result lands in
+    ``Sk[qy, qx, j_in]``. (No array views in the hot loops: each would cost reference counting.)
     """
     mn = h[0]
     for l in range(1, n_lab):
         mn = min(mn, h[l])
     cap = mn + d
-    for l in range(1, n_lab):  # forward pass of the L1 distance transform
+    shift = off[qy, qx] - off[y, x]
+    # The message is normalised by min h, not by its own minimum (which is >= min h): the same up
+    # to a constant in [0, d], and it keeps a minimum search off the sequential critical path.
+    if shift == 0 and n_lab <= _BRUTE_MAX_LABELS:
+        # Small windows: the min-convolution with the L1 cone ``cone[i, l] = s |i - l|`` directly;
+        # L^2 independent operations have a shorter dependency chain than the 2 (L - 1) serial
+        # steps of the distance transform, and this loop is the sweep's critical path.
+        for l in range(n_lab):
+            v = h[0] + cone[0, l]
+            for i in range(1, n_lab):
+                v = min(v, h[i] + cone[i, l])
+            Sk[qy, qx, j_in, l] = min(v, cap) - mn
+        return
+    for l in range(1, n_lab):  # distance transform, forward pass: O(L)
         h[l] = min(h[l], h[l - 1] + s)
     for l in range(n_lab - 2, -1, -1):  # backward pass
         h[l] = min(h[l], h[l + 1] + s)
-    # Re-index into q's labels: same absolute displacement, p-label i = q-label l + shift;
-    # outside p's window the L1 cone continues exactly.
-    # The message is normalised by min h (not by its own minimum, which is >= min h): the same up
-    # to a bounded constant, and it takes the minimum search off the sequential critical path.
-    shift = off[qy, qx] - off[y, x]
-    out = Sk[qy, qx, j_in]
     if shift == 0:
         for l in range(n_lab):
-            out[l] = min(h[l], cap) - mn
+            Sk[qy, qx, j_in, l] = min(h[l], cap) - mn
     else:
+        # Re-index into q's labels: same absolute displacement, p-label i = q-label l + shift;
+        # outside p's window the L1 cone continues exactly.
         for l in range(n_lab):
             i = l + shift
             if i < 0:
@@ -142,66 +155,65 @@ def _send(h, Sk, off, y, x, qy, qx, j_in, s, d, n_lab):
                 v = h[n_lab - 1] + s * (i - n_lab + 1)
             else:
                 v = h[i]
-            out[l] = min(v, cap) - mn
+            Sk[qy, qx, j_in, l] = min(v, cap) - mn
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _dual(D, base, Mo, k, y, x, n_lab):
     """Dual message from layer k to the other layer at (y, x); ``base`` = k's range + spatial."""
-    dp = D[y, x]
-    out = Mo[y, x]
     if k == 0:  # vx -> vy: m(ly) = min_lx D[ly, lx] + base(lx)
         for ly in range(n_lab):
-            mn = dp[ly, 0] + base[0]
+            mn = D[y, x, ly, 0] + base[0]
             for lx in range(1, n_lab):
-                mn = min(mn, dp[ly, lx] + base[lx])
-            out[ly] = mn
+                mn = min(mn, D[y, x, ly, lx] + base[lx])
+            Mo[y, x, ly] = mn
     else:  # vy -> vx: m(lx) = min_ly D[ly, lx] + base(ly)
         for lx in range(n_lab):
-            out[lx] = dp[0, lx] + base[0]
+            Mo[y, x, lx] = D[y, x, 0, lx] + base[0]
         for ly in range(1, n_lab):
             b = base[ly]
             for lx in range(n_lab):
-                out[lx] = min(out[lx], dp[ly, lx] + b)
-    best = out[0]
+                Mo[y, x, lx] = min(Mo[y, x, lx], D[y, x, ly, lx] + b)
+    best = Mo[y, x, 0]
     for l in range(1, n_lab):
-        best = min(best, out[l])
+        best = min(best, Mo[y, x, l])
     for l in range(n_lab):
-        out[l] -= best
+        Mo[y, x, l] -= best
 
 
 @njit(cache=True, nogil=True)
-def _sweep(D, Sk, Mk, Rk, Mo, off, k, forward, dual, s, d, base, h):
-    """One raster sweep of layer k (forward: right + down, backward: left + up) + dual messages."""
+def _sweep(D, Sk, Mk, Rk, Mo, off, k, forward, dual, s, d, cone, base, h):
+    """One raster sweep of layer k (forward: right + down, backward: left + up) + dual messages.
+
+    The sums are ordered so that the message just written by the previous pixel of the row (the
+    sweep's serial dependency) is added last.
+    """
     hh, wd, _, n_lab = Sk.shape
     for yy in range(hh):
         y = yy if forward else hh - 1 - yy
         for xx in range(wd):
             x = xx if forward else wd - 1 - xx
-            sp = Sk[y, x]
-            rp = Rk[y, x]
-            mp = Mk[y, x]
-            for l in range(n_lab):
-                base[l] = rp[l] + sp[0, l] + sp[1, l] + sp[2, l] + sp[3, l]
-            if forward:
+            if forward:  # the row's serial input is slot 0 (from the left)
                 if x + 1 < wd:  # to the right: arrives at q from its left (slot 0)
                     for l in range(n_lab):
-                        h[l] = base[l] + mp[l] - sp[1, l]
-                    _send(h, Sk, off, y, x, y, x + 1, 0, s, d, n_lab)
+                        h[l] = ((Rk[y, x, l] + Mk[y, x, l]) + (Sk[y, x, 2, l] + Sk[y, x, 3, l])) + Sk[y, x, 0, l]
+                    _send(h, cone, Sk, off, y, x, y, x + 1, 0, s, d, n_lab)
                 if y + 1 < hh:  # downwards: arrives at q from above (slot 2)
                     for l in range(n_lab):
-                        h[l] = base[l] + mp[l] - sp[3, l]
-                    _send(h, Sk, off, y, x, y + 1, x, 2, s, d, n_lab)
-            else:
+                        h[l] = ((Rk[y, x, l] + Mk[y, x, l]) + (Sk[y, x, 1, l] + Sk[y, x, 2, l])) + Sk[y, x, 0, l]
+                    _send(h, cone, Sk, off, y, x, y + 1, x, 2, s, d, n_lab)
+            else:  # the row's serial input is slot 1 (from the right)
                 if x > 0:  # to the left: arrives at q from its right (slot 1)
                     for l in range(n_lab):
-                        h[l] = base[l] + mp[l] - sp[0, l]
-                    _send(h, Sk, off, y, x, y, x - 1, 1, s, d, n_lab)
+                        h[l] = ((Rk[y, x, l] + Mk[y, x, l]) + (Sk[y, x, 2, l] + Sk[y, x, 3, l])) + Sk[y, x, 1, l]
+                    _send(h, cone, Sk, off, y, x, y, x - 1, 1, s, d, n_lab)
                 if y > 0:  # upwards: arrives at q from below (slot 3)
                     for l in range(n_lab):
-                        h[l] = base[l] + mp[l] - sp[2, l]
-                    _send(h, Sk, off, y, x, y - 1, x, 3, s, d, n_lab)
+                        h[l] = ((Rk[y, x, l] + Mk[y, x, l]) + (Sk[y, x, 0, l] + Sk[y, x, 3, l])) + Sk[y, x, 1, l]
+                    _send(h, cone, Sk, off, y, x, y - 1, x, 3, s, d, n_lab)
             if dual:
+                for l in range(n_lab):
+                    base[l] = (Rk[y, x, l] + Sk[y, x, 0, l]) + (Sk[y, x, 1, l] + (Sk[y, x, 2, l] + Sk[y, x, 3, l]))
                 _dual(D, base, Mo, k, y, x, n_lab)
 
 
@@ -211,13 +223,12 @@ def _labels(Sk, Mk, Rk, Xk):
     hh, wd, _, n_lab = Sk.shape
     for y in range(hh):
         for x in range(wd):
-            sp = Sk[y, x]
-            rp = Rk[y, x]
-            mp = Mk[y, x]
             best = np.float32(np.inf)
             arg = 0
             for l in range(n_lab):
-                v = rp[l] + mp[l] + sp[0, l] + sp[1, l] + sp[2, l] + sp[3, l]
+                v = (Rk[y, x, l] + Mk[y, x, l]) + (Sk[y, x, 0, l] + Sk[y, x, 1, l]) + (
+                    Sk[y, x, 2, l] + Sk[y, x, 3, l]
+                )
                 if v < best:
                     best = v
                     arg = l
@@ -263,6 +274,10 @@ def bp_level(D, R, ox, oy, w, s, d, n_iterations, X, energy):
     h = np.empty(n_lab, np.float32)
     s32 = np.float32(s)
     d32 = np.float32(d)
+    cone = np.empty((n_lab, n_lab), np.float32)
+    for i in range(n_lab):
+        for l in range(n_lab):
+            cone[i, l] = s32 * abs(i - l)
     # Initial dual messages from the data and range terms alone (spatial messages are zero), so
     # that the first spatial sweep already sees the data term (see siftflow's module docstring).
     for k in range(2):
@@ -272,7 +287,9 @@ def bp_level(D, R, ox, oy, w, s, d, n_iterations, X, energy):
     for t in range(n_iterations):
         k = t % 2
         off = ox if k == 0 else oy
-        _sweep(D, S[k], M[k], R[k], M[1 - k], off, k, t % 4 < 2, t % 8 < 4, s32, d32, base, h)
+        _sweep(
+            D, S[k], M[k], R[k], M[1 - k], off, k, t % 4 < 2, t % 8 < 4, s32, d32, cone, base, h
+        )
         _labels(S[k], M[k], R[k], X[k])
         if t == 0 or t % 8 < 4:  # the other layer's belief changed through its dual message
             _labels(S[1 - k], M[1 - k], R[1 - k], X[1 - k])
