@@ -1,0 +1,111 @@
+"""Stages ``gradsal`` (GradSal detector) and ``contrast`` (classical low-level prior).
+
+* ``gradsal`` wraps :func:`gradsal.saliency` (Algorithm 1 of the GradSal paper: gradient
+  descent on the input of an ImageNet classifier, SLIC smoothing, low-level refinement).
+  The backbone is loaded once per worker process and kept in a module-level cache (keyed by
+  name and device), so a worker that handles many images pays for the weights once.
+* ``contrast`` wraps :func:`superpixels.lowlevel.lowlevel_saliency` (GradSal Sec. 3.3 / Fu
+  et al. ACCV 2012: superpixel colour contrast, colour distribution, centre prior).
+
+The parameter defaults are the functions' defaults, chosen on the ECSSD train split
+(``benchmarks/results/gradsal_tuning.md``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+
+from gradsal import saliency as gradsal_saliency
+from pipeline.registry import Stage, register
+from superpixels.lowlevel import lowlevel_saliency
+
+_GS = inspect.signature(gradsal_saliency).parameters
+_LL = inspect.signature(lowlevel_saliency).parameters
+
+# (backbone name, device) -> loaded backbone; one per worker process.
+_BACKBONES: dict = {}
+
+
+def _backbone(name, device):
+    key = (name, device)
+    if key not in _BACKBONES:
+        from backbones import load_backbone
+
+        _BACKBONES[key] = load_backbone(name, device=device)
+    return _BACKBONES[key]
+
+
+@dataclass(frozen=True)
+class GradsalParams:
+    """Parameters of :func:`gradsal.saliency` (see its docstring), plus the backbone.
+
+    steps : T gradient steps (paper: 5-10); gamma : clamping weight (Eq. 1); epsilon : step
+    size on the [0, 1] pixel scale (Eq. 2); theta / theta_final : pruning thresholds as a
+    fraction of the peak; alpha : floor of the low-level map (Eq. 6); input_size : square
+    network input; n_segments / compactness : SLIC of Sec. 3.2 (paper: 100 / 10);
+    backbone : name for ``backbones.load_backbone``; device : None picks CUDA when present.
+    """
+
+    steps: int = _GS["steps"].default
+    gamma: float = _GS["gamma"].default
+    epsilon: float = _GS["epsilon"].default
+    theta: float = _GS["theta"].default
+    theta_final: float = _GS["theta_final"].default
+    alpha: float = _GS["alpha"].default
+    input_size: int = _GS["input_size"].default
+    n_segments: int = _GS["n_segments"].default
+    compactness: float = _GS["compactness"].default
+    backbone: str = "efficientnet_lite0"
+    device: str | None = None
+
+
+def run_gradsal(inputs, params: GradsalParams):
+    """One image -> ``{"map": refined, "raw", "smoothed": (H, W) float32, "label": int64}``."""
+    image = inputs["pool"]["image"]
+    model = _backbone(params.backbone, params.device)
+    res = gradsal_saliency(
+        image, model, steps=params.steps, gamma=params.gamma, epsilon=params.epsilon,
+        theta=params.theta, theta_final=params.theta_final, alpha=params.alpha,
+        input_size=params.input_size, n_segments=params.n_segments,
+        compactness=params.compactness,
+    )
+    return {"map": res.refined, "raw": res.raw, "smoothed": res.smoothed,
+            "label": np.int64(res.label)}
+
+
+@dataclass(frozen=True)
+class ContrastParams:
+    """Parameters of :func:`superpixels.lowlevel.lowlevel_saliency` (see its docstring).
+
+    n_segments / compactness : SLIC; spatial_sigma : spatial weight of the colour contrast
+    (None: none); color_sigma : colour affinity width in LAB units; use_distribution : the
+    colour-distribution term; center_sigma : centre prior width (None: none).
+    """
+
+    n_segments: int = _LL["n_segments"].default
+    compactness: float = _LL["compactness"].default
+    spatial_sigma: float | None = _LL["spatial_sigma"].default
+    color_sigma: float = _LL["color_sigma"].default
+    use_distribution: bool = _LL["use_distribution"].default
+    center_sigma: float | None = _LL["center_sigma"].default
+
+
+def run_contrast(inputs, params: ContrastParams):
+    """One image -> ``{"map": (H, W) float32 in [0, 1]}``."""
+    image = inputs["pool"]["image"]
+    return {"map": lowlevel_saliency(
+        image, n_segments=params.n_segments, compactness=params.compactness,
+        spatial_sigma=params.spatial_sigma, color_sigma=params.color_sigma,
+        use_distribution=params.use_distribution, center_sigma=params.center_sigma,
+    )}
+
+
+register(Stage(name="gradsal", version="1", inputs=("pool",), params=GradsalParams,
+               granularity="image", func=run_gradsal, produces_map=True,
+               doc="GradSal: gradient descent on DCNN input + SLIC smoothing + low-level refinement"))
+register(Stage(name="contrast", version="1", inputs=("pool",), params=ContrastParams,
+               granularity="image", func=run_contrast, produces_map=True,
+               doc="Classical colour-contrast prior (GradSal Sec. 3.3 / Fu et al. 2012)"))

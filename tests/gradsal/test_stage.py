@@ -1,0 +1,52 @@
+"""Stages ``gradsal`` and ``contrast``: declarations and one call each on a real image."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from skimage import data
+
+from pipeline import registry
+
+
+def test_stages_are_registered_as_map_producers():
+    for name in ("gradsal", "contrast"):
+        stage = registry.get(name)
+        assert stage.granularity == "image"
+        assert stage.produces_map
+        assert stage.inputs == ("pool",)
+        assert dataclasses.is_dataclass(stage.params)
+
+
+def test_contrast_stage_returns_a_unit_map():
+    stage = registry.get("contrast")
+    img = data.chelsea()[::2, ::2].copy()
+    out = stage.func({"pool": {"image": img}}, stage.default_params())
+    m = out["map"]
+    assert m.shape == img.shape[:2] and m.dtype == np.float32
+    assert 0.0 <= m.min() and m.max() <= 1.0
+
+
+def test_gradsal_stage_returns_maps_and_label(backbone):
+    stage = registry.get("gradsal")
+    from pipeline.stages import gradsal as mod
+
+    # Reuse the session's single-thread backbone instead of loading a second copy.
+    mod._BACKBONES[("efficientnet_lite0", "cpu")] = backbone
+    params = dataclasses.replace(stage.default_params(), steps=3, device="cpu")
+    img = data.chelsea()[::2, ::2].copy()
+    out = stage.func({"pool": {"image": img}}, params)
+    for key in ("map", "raw", "smoothed"):
+        assert out[key].shape == img.shape[:2] and out[key].dtype == np.float32
+        assert 0.0 <= out[key].min() and out[key].max() <= 1.0
+    assert int(out["label"]) in {281, 282, 283, 284, 285}
+
+
+def test_gradsal_stage_rejects_a_bad_image(backbone):
+    stage = registry.get("gradsal")
+    from pipeline.stages import gradsal as mod
+
+    mod._BACKBONES[("efficientnet_lite0", "cpu")] = backbone
+    params = dataclasses.replace(stage.default_params(), device="cpu")
+    with pytest.raises(ValueError):
+        stage.func({"pool": {"image": np.zeros((10, 10), np.uint8)}}, params)
