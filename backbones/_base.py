@@ -22,8 +22,9 @@ Decisions shared by all backbones
 * Modules are put in ``eval()`` mode at construction (batch-norm uses the running
   statistics; dropout is off).
 * Feature taps are named by their stride with respect to the network input: ``"sK"`` is
-  the last activation whose spatial size is ``ceil(input / K)`` (``input / K`` for the
-  VGG pooling layers with even inputs). Each backbone documents what each tap is.
+  the deepest activation at stride K, of spatial size ``ceil(n / K)`` for the
+  EfficientNet / MobileNet taps (``floor(n / K)`` for VGG's 2x2 max-pooling; the same
+  for multiples of K such as 224). Each backbone documents what each tap is.
 """
 
 from __future__ import annotations
@@ -202,10 +203,12 @@ class Backbone(nn.Module):
                 "size=None keeps the images' size, so all images must share it; got shapes "
                 f"{sorted({im.shape for im in batch})}"
             )
+        # Same-sized images are converted and resized as one tensor; others one by one.
+        groups = [np.stack(batch)] if len({im.shape for im in batch}) == 1 else [im[None] for im in batch]
         tensors = []
-        for im in batch:
-            t = torch.from_numpy(np.ascontiguousarray(im)).to(self.device)
-            t = t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        for arr in groups:
+            t = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
+            t = t.permute(0, 3, 1, 2).float().div_(255.0)
             if out_size is not None and tuple(t.shape[-2:]) != out_size:
                 t = F.interpolate(t, size=out_size, mode="bilinear", align_corners=False, antialias=True)
             tensors.append(t)

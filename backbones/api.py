@@ -79,6 +79,7 @@ def load_backbone(
     weights: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     pretrained: bool = True,
+    trainable: bool = False,
 ) -> Backbone:
     """Build a backbone, load its ImageNet weights strictly, and move it to a device.
 
@@ -96,13 +97,18 @@ def load_backbone(
         Default: :func:`select_device` (CUDA when available, else CPU).
     pretrained : bool
         ``False`` skips loading (random initialisation, for tests or training).
+    trainable : bool
+        ``False`` (default) freezes the parameters (``requires_grad=False``): gradients
+        w.r.t. an input that requires grad still flow (GradSal), without the cost of
+        weight gradients. ``True`` leaves them trainable (fine-tuning; also call
+        ``.train()``).
 
     Returns
     -------
     Backbone
-        In ``eval()`` mode, parameters on ``device``. ``requires_grad`` is left ``True``:
-        gradients w.r.t. the input need autograd; wrap pure inference in
-        ``torch.inference_mode()``.
+        In ``eval()`` mode, parameters on ``device``. ``forward`` / ``features`` are
+        plain autograd functions; wrap pure inference in ``torch.inference_mode()``
+        (as ``classify`` and :func:`extract_features` do).
 
     Raises
     ------
@@ -116,14 +122,15 @@ def load_backbone(
     if name not in _REGISTRY:
         raise ValueError(f"expected a backbone name among {available_backbones()}, got {name!r}")
     entry = _REGISTRY[name]
+    path = _resolve_weights(name, entry, weights) if pretrained else None
     model = entry.factory()
-    if pretrained:
-        path = _resolve_weights(name, entry, weights)
+    if path is not None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         model.load_state_dict(state, strict=True)
     model.eval()
+    model.requires_grad_(bool(trainable))
     return model.to(select_device(device))
 
 

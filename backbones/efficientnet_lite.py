@@ -129,12 +129,23 @@ def efficientnet_lite0_weights_path() -> str:
 
 
 class Conv2dSame(nn.Conv2d):
-    """Bias-free ``nn.Conv2d`` with TensorFlow ``SAME`` padding computed per input size."""
+    """Bias-free ``nn.Conv2d`` with TensorFlow ``SAME`` padding computed per input size.
+
+    With stride 1 and an odd kernel, SAME is the symmetric padding ``k // 2`` for every
+    input size, so it is left to the convolution itself (no extra padded copy); only the
+    strided layers pad explicitly, with the extra pixel at the bottom / right.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1):
-        super().__init__(in_ch, out_ch, kernel, stride=stride, padding=0, groups=groups, bias=False)
+        native = stride == 1 and kernel % 2 == 1
+        super().__init__(
+            in_ch, out_ch, kernel, stride=stride, padding=kernel // 2 if native else 0, groups=groups, bias=False
+        )
+        self.native_padding = native
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.native_padding:
+            return super().forward(x)
         pads = []
         for n, k, s in zip(x.shape[-2:], self.kernel_size, self.stride):
             total = max((math.ceil(n / s) - 1) * s + k - n, 0)

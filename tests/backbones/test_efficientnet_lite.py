@@ -77,6 +77,14 @@ def test_gradient_reaches_the_input(net):
     logits[0, logits[0].argmax()].backward()
     assert x.grad is not None and x.grad.shape == x.shape
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    # parameters are frozen by default: only the input gets a gradient
+    assert all(p.grad is None and not p.requires_grad for p in net.parameters())
+
+
+def test_trainable_backbone_gets_weight_gradients():
+    net = load_backbone(device="cpu", trainable=True)
+    net(torch.zeros(1, 3, 32, 32)).sum().backward()
+    assert net._fc.weight.grad is not None and net._conv_stem.weight.grad is not None
 
 
 def test_same_padding_puts_the_extra_pixel_bottom_right():
@@ -87,3 +95,12 @@ def test_same_padding_puts_the_extra_pixel_bottom_right():
     ref = F.conv2d(F.pad(x, (1, 1, 0, 1)), conv.weight, stride=2)
     assert torch.allclose(conv(x), ref)
     assert conv(x).shape[-2:] == (4, 5)
+
+
+def test_same_padding_stride_one_is_symmetric():
+    torch.manual_seed(0)
+    conv = Conv2dSame(2, 2, 5, stride=1, groups=2)
+    x = torch.randn(1, 2, 7, 6)
+    ref = F.conv2d(F.pad(x, (2, 2, 2, 2)), conv.weight, groups=2)
+    assert torch.allclose(conv(x), ref, atol=1e-6)
+    assert conv(x).shape == x.shape

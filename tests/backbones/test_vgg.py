@@ -25,8 +25,8 @@ def saved(tmp_path_factory):
     return model, hub, path
 
 
-def test_keys_are_torchvision_keys():
-    state = VGG16().state_dict()
+def test_keys_are_torchvision_keys(saved):
+    state = saved[0].state_dict()
     assert list(state) == TORCHVISION_KEYS
     assert state["features.0.weight"].shape == (64, 3, 3, 3)
     assert state["classifier.0.weight"].shape == (4096, 512 * 7 * 7)
@@ -61,9 +61,8 @@ def test_missing_file_names_the_file_and_the_folder(tmp_path, monkeypatch):
 
 def test_wrong_layout_is_rejected(tmp_path):
     path = tmp_path / "vgg16-397923af.pth"
-    state = VGG16().state_dict()
-    state["features.1.weight"] = state.pop("features.2.weight")  # a shifted index
-    torch.save(state, path)
+    # a VGG with BN (vgg16_bn layout) shifts every index: features.1 is then a BN layer
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3), "features.1.running_mean": torch.zeros(64)}, path)
     with pytest.raises(RuntimeError):
         load_backbone("vgg16", weights=path, device="cpu")
 
