@@ -36,9 +36,9 @@ def data_term(desc_a, desc_b, ox, oy, w, out):
     n_lab = 2 * w + 1
     hist = np.zeros(c * 255 + 1, np.int64)
     total = 0
+    narrow = c * 255 < 65536
     for y in range(h):
         for x in range(wd):
-            a = desc_a[y, x]
             for ly in range(n_lab):
                 ty = y + oy[y, x] + ly - w
                 for lx in range(n_lab):
@@ -46,10 +46,19 @@ def data_term(desc_a, desc_b, ox, oy, w, out):
                     if ty < 0 or ty >= h2 or tx < 0 or tx >= w2:
                         out[y, x, ly, lx] = -1.0
                         continue
-                    b = desc_b[ty, tx]
-                    s = 0
-                    for k in range(c):
-                        s += abs(np.int32(a[k]) - np.int32(b[k]))
+                    if narrow:
+                        # uint16 accumulator (C x 255 < 2**16): 16 lanes per AVX2 register, twice
+                        # the int32 speed; |a - b| of uint8 as max - min.
+                        s16 = np.uint16(0)
+                        for k in range(c):
+                            va = desc_a[y, x, k]
+                            vb = desc_b[ty, tx, k]
+                            s16 = np.uint16(s16 + np.uint16(max(va, vb) - min(va, vb)))
+                        s = np.int64(s16)
+                    else:
+                        s = np.int64(0)
+                        for k in range(c):
+                            s += abs(np.int64(desc_a[y, x, k]) - np.int64(desc_b[ty, tx, k]))
                     out[y, x, ly, lx] = s
                     hist[s] += 1
                     total += 1
