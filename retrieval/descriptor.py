@@ -15,6 +15,17 @@ Defaults: ``w_g = w_h = 0.5``. The paper gives no weights; equal shares are the 
 ``benchmarks/bench_retrieval.py`` reports the retrieval quality of GIST alone, HOG alone and the
 0.5 / 0.5 mix on ECSSD and DUTS-TR-1k.
 
+Pool centring (Eq. C, :func:`centre_pool`, used by the ``neighbours`` stage): GIST energies are all
+positive and share a large component common to every image, so raw cosines are dominated by it.
+Before the search, each unit part has its pool mean subtracted and is re-normalised::
+
+    g~_i = (g^_i - mean_j g^_j) / ||g^_i - mean_j g^_j||   (same for h), d~_i = [sqrt(w_g) g~_i, sqrt(w_h) h~_i]
+
+which makes the cosine a correlation over the pool. Measured in ``benchmarks/bench_retrieval.py``
+(mean GT-mask IoU with the 5 neighbours): ECSSD 0.271 -> 0.286, DUTS-TR-1k 0.354 -> 0.363 (random
+neighbours: 0.264 and 0.310); the result is flat in the weight (0.3 .. 0.7 within 0.002), so the
+neutral 0.5 / 0.5 is kept.
+
 GIST is always computed on three channels (a gray image is replicated, which gives its gray GIST
 three times) so that every image of a pool has the same length, 960 + 144 = 1104. An all-constant
 image has zero GIST and HOG (up to float32 rounding, norm < 1e-5): its parts are left at zero.
@@ -28,7 +39,14 @@ from retrieval._image import as_float255, check_size
 from retrieval.gist import _gist_float255, gist_length
 from retrieval.hog import _hog_float255, pooled_hog_length
 
-__all__ = ["descriptor", "descriptor_batch", "descriptor_length", "GIST_WEIGHT", "HOG_WEIGHT"]
+__all__ = [
+    "descriptor",
+    "descriptor_batch",
+    "descriptor_length",
+    "centre_pool",
+    "GIST_WEIGHT",
+    "HOG_WEIGHT",
+]
 
 GIST_WEIGHT = 0.5
 HOG_WEIGHT = 0.5
@@ -109,3 +127,56 @@ def descriptor_batch(images, **kwargs) -> np.ndarray:
     if not rows:
         raise ValueError("images: expected at least one image, got none")
     return np.stack(rows)
+
+
+def centre_pool(
+    descriptors,
+    *,
+    gist_weight: float = GIST_WEIGHT,
+    hog_weight: float = HOG_WEIGHT,
+) -> np.ndarray:
+    """Pool-centred descriptors (Eq. C): each part minus its pool mean, re-normalised, re-weighted.
+
+    Parameters
+    ----------
+    descriptors : (N, 1104) ndarray
+        Rows from :func:`descriptor` (GIST part first, 960 values, then 144 HOG values).
+    gist_weight, hog_weight : float, optional
+        The shares used for the output (renormalised to sum to 1). Default 0.5 each.
+
+    Returns
+    -------
+    (N, 1104) ndarray of float32
+        ``[sqrt(w_g) g~_i, sqrt(w_h) h~_i]`` with ``g~_i = (g^_i - mean g^) / ||g^_i - mean g^||``;
+        a part equal to the pool mean (e.g. a pool of one) stays zero.
+
+    Notes
+    -----
+    Eq. C: the cosine of centred parts is the correlation of the descriptors over the pool, which
+    removes the component every GIST vector shares. It is a pool-level step, so it lives in the
+    ``neighbours`` stage, not in the per-image descriptor.
+    """
+    d = np.asarray(descriptors)
+    n_g = gist_length(3)
+    if d.ndim != 2 or d.shape[0] < 1 or d.shape[1] != descriptor_length():
+        raise ValueError(
+            f"descriptors: expected an (N, {descriptor_length()}) array, got shape {d.shape}"
+        )
+    d = d.astype(np.float64)
+    if not np.all(np.isfinite(d)):
+        raise ValueError("descriptors: expected finite values, got NaN or inf")
+    for name, w in (("gist_weight", gist_weight), ("hog_weight", hog_weight)):
+        if not np.isfinite(w) or w < 0:
+            raise ValueError(f"{name}: expected a finite number >= 0, got {w!r}")
+    total = float(gist_weight) + float(hog_weight)
+    if total <= 0:
+        raise ValueError("gist_weight + hog_weight: expected > 0, got 0")
+    out = []
+    for part, w in ((d[:, :n_g], gist_weight), (d[:, n_g:], hog_weight)):
+        norms = np.linalg.norm(part, axis=1, keepdims=True)
+        unit = np.where(norms > 0, part / np.maximum(norms, 1e-300), 0.0)
+        c = unit - unit.mean(axis=0)  # Eq. C
+        cn = np.linalg.norm(c, axis=1, keepdims=True)
+        c = np.where(cn > 1e-9, c / np.maximum(cn, 1e-300), 0.0)
+        out.append(np.sqrt(w / total) * c)
+    return np.hstack(out).astype(np.float32)

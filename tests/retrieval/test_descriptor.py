@@ -144,3 +144,40 @@ def test_bad_shapes_raise_value_error(shape):
 def test_bad_values_and_dtypes_raise_value_error(img):
     with pytest.raises(ValueError):
         descriptor(img)
+
+
+# --------------------------------------------------------------------------- pool centring
+
+def test_centre_pool_is_weighted_correlation():
+    from retrieval import centre_pool
+
+    imgs = [_img(s) for s in range(6)]
+    d = descriptor_batch(imgs)
+    c = centre_pool(d)
+    assert c.shape == d.shape and c.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, atol=1e-5)
+    g = np.stack([gist(im) for im in imgs]).astype(np.float64)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    g -= g.mean(axis=0)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    np.testing.assert_allclose(c[:, :960], np.sqrt(0.5) * g, atol=1e-5)
+    # The descriptor's own weights do not matter once the parts are re-normalised.
+    d2 = descriptor_batch(imgs, gist_weight=0.9, hog_weight=0.1)
+    np.testing.assert_allclose(centre_pool(d2), c, atol=1e-5)
+    # Only GIST.
+    assert np.all(centre_pool(d, hog_weight=0.0)[:, 960:] == 0)
+
+
+def test_centre_pool_keeps_duplicates_and_handles_one_image():
+    from retrieval import centre_pool
+
+    imgs = [_img(s) for s in range(6)] + [_img(2)]
+    c = centre_pool(descriptor_batch(imgs))
+    nn = nearest_neighbours(c, 5)
+    assert nn.index[2, 0] == 6 and nn.index[6, 0] == 2
+    one = centre_pool(descriptor_batch(imgs[:1]))
+    assert np.all(one == 0)
+    with pytest.raises(ValueError):
+        centre_pool(np.zeros((3, 10)))
+    with pytest.raises(ValueError):
+        centre_pool(c, gist_weight=-1.0)

@@ -132,8 +132,8 @@ def test_matches_literal_transcription_of_reference(n):
     ours = gist(img, size=n)
     ref = _oracle(img.astype(np.float64))
     assert ours.shape == (960,) and ours.dtype == np.float32
-    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4)
-    assert np.abs(ours - ref).max() < 1e-4 * np.abs(ref).max() * 10
+    # Target ~1e-4; the float32 FFTs (as in the reference) land at ~5e-7 (values 0.007 .. 0.32).
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)
 
 
 def test_gray_matches_reference_and_color_replication():
