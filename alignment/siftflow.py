@@ -42,13 +42,15 @@ range term as unary; the data term couples ``u(p)`` and ``v(p)`` of the same pix
   after the coarse-to-fine initialisation; outside p's window the L1 cone is continued
   exactly), then clipped at ``min h + d``. Messages are normalised to minimum 0.
 * dual, from layer ``u`` to layer ``v`` at ``p``: ``m(l_v) = min_lu [ D_p(l_u, l_v) + h_u(l_u) ]``
-  (O(L^2), the cost of the model), and symmetrically.
+  with ``h_u = range_p + all spatial messages into p`` (O(L^2), the cost of the model), and
+  symmetrically.
 * schedule: the reference's sequential ``BP_S``. Iteration ``t`` touches layer ``t % 2``; it is a
   forward raster sweep (messages to the right and down) when ``t % 4 < 2`` and a backward sweep
   (left and up) otherwise; dual messages are refreshed during the sweep when ``t % 8 < 4``. Since
   messages are updated in place, a sweep carries information across the whole image (the
   "accelerated" sequential BP). After each iteration each layer takes the label of minimum belief
-  and the energy of that labelling is recorded (``energy_levels``).
+  ``range + dual + 4 spatial messages`` and the energy (Eq. 3) of that labelling is recorded
+  (``energy_levels``; entry ``t`` is the energy after iteration ``t``).
 
 Coarse-to-fine (SIFT Flow, Sec. 3.2): the SIFT images are smoothed with the reference's 5-tap
 Gaussian (sigma 0.67) and decimated by 2 (``n_levels - 1`` times). At the coarsest level the
@@ -61,9 +63,31 @@ Decisions the paper leaves open (and their reasons)
 * Matches that fall outside image 2 cost the median of the in-image matching costs of the level
   (the reference's ``DefaultMatchingScore``): "unknown" is priced as a typical match, so border
   pixels are neither attracted nor repelled by out-of-image labels.
-* The reference initialises messages at each level by a few BP iterations on an internally
-  coarsened MRF (``nHierarchy``). We do not: the coarse-to-fine offsets already carry the coarse
-  solution, and the accuracy is measured in ``benchmarks/bench_siftflow.py``.
+* Message initialisation. The reference starts from zero messages (plus a few BP iterations on an
+  internally coarsened MRF, ``nHierarchy``). With zero dual messages the first sweep of the
+  horizontal layer sees only the range term; the sequential sweep multiplies that bias along the
+  grid until the truncation, and the two layers then lock each other into the small-displacement
+  labelling: on a 128x128 image shifted by (3, -2) only 69% of the pixels were recovered at the
+  reference gamma (0% with one level), 100% with gamma = 0. We therefore send, before the first
+  iteration, one dual message each way computed from the data and range terms alone
+  (``m(l_v) = min_lu D_p(l_u, l_v) + gamma |a(l_u)|``): BP then starts from the data term. With it
+  the shift is recovered on 100% of the pixels at every gamma tried (0.001 to 1.275). We do not
+  implement ``nHierarchy``: the coarse-to-fine offsets already carry the coarse solution;
+  accuracy is measured in ``benchmarks/bench_siftflow.py`` (stereo pair: 0.72 of the pixels
+  within 1 pixel, against 0.67 quoted for the C++ reference).
+* Message normalisation. A spatial message is normalised by subtracting ``min h`` (the minimum of
+  the sender's belief) instead of its own minimum: the two differ by a constant in ``[0, d]``
+  (messages stay bounded, beliefs' argmins are unchanged) and this takes a minimum search off the
+  sweep's serial dependency chain. Dual messages are normalised to minimum 0.
+* Small windows (``L <= 9`` labels, i.e. every level but the coarsest with the defaults) compute
+  the spatial message as the direct min-convolution with the L1 cone, ``L^2`` independent
+  operations, rather than the two serial O(L) passes of the distance transform, whose chain is the
+  sweep's critical path; the result is identical. Labels whose window is shifted relative to the
+  neighbour's (different offsets) and large windows use the distance transform.
+* Early stopping is not used: fewer iterations lose accuracy (stereo pair, within 1 pixel:
+  0.72 at 30 iterations, 0.71 at 24, 0.63 at 16, 0.47 at 12).
+* The L1 data term sums ``|s1 - s2|`` over 128 uint8 channels in a 16-bit accumulator
+  (``128 * 255 < 2**16``; wider descriptors fall back to 64-bit): exact, and twice as fast.
 * Messages and costs are float32 (the reference uses int); all costs are integers or multiples of
   ``gamma``, far below float32's exact-integer range.
 * The per-pixel matching cost returned is the L2 SIFT distance ``||s1(p) - s2(p + w(p))||_2`` (the
