@@ -191,11 +191,15 @@ def _dual(D, base, Mo, k, y, x, n_lab):
 
 
 @njit(cache=True, nogil=True)
-def _sweep(D, Sk, Mk, Rk, Mo, off, k, forward, dual, s, d, cone, base, h):
+def _sweep(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h):
     """One raster sweep of layer k (forward: right + down, backward: left + up) + dual messages.
 
     The sums are ordered so that the message just written by the previous pixel of the row (the
-    sweep's serial dependency) is added last.
+    sweep's serial dependency) is added last. When pixel p is visited, every message into p of
+    layer k is already final for this sweep (those from the already visited side were just
+    written, the others are not sent in this direction), and so is the dual message it sends to
+    the other layer ``o``: the label of minimum belief is taken on the way for layer k (``Xk``)
+    and, on dual iterations, for layer o (``Xo``), saving a pass over the messages.
     """
     hh, wd, _, n_lab = Sk.shape
     for yy in range(hh):
@@ -220,10 +224,26 @@ def _sweep(D, Sk, Mk, Rk, Mo, off, k, forward, dual, s, d, cone, base, h):
                     for l in range(n_lab):
                         h[l] = ((Rk[y, x, l] + Mk[y, x, l]) + (Sk[y, x, 0, l] + Sk[y, x, 3, l])) + Sk[y, x, 1, l]
                     _send(h, cone, Sk, off, y, x, y - 1, x, 3, s, d, n_lab)
+            for l in range(n_lab):
+                base[l] = (Rk[y, x, l] + Sk[y, x, 0, l]) + (Sk[y, x, 1, l] + (Sk[y, x, 2, l] + Sk[y, x, 3, l]))
+            best = np.float32(np.inf)
+            arg = 0
+            for l in range(n_lab):
+                v = base[l] + Mk[y, x, l]
+                if v < best:
+                    best = v
+                    arg = l
+            Xk[y, x] = arg
             if dual:
-                for l in range(n_lab):
-                    base[l] = (Rk[y, x, l] + Sk[y, x, 0, l]) + (Sk[y, x, 1, l] + (Sk[y, x, 2, l] + Sk[y, x, 3, l]))
                 _dual(D, base, Mo, k, y, x, n_lab)
+                best = np.float32(np.inf)
+                arg = 0
+                for l in range(n_lab):
+                    v = ((Ro[y, x, l] + So[y, x, 0, l]) + (So[y, x, 1, l] + (So[y, x, 2, l] + So[y, x, 3, l]))) + Mo[y, x, l]
+                    if v < best:
+                        best = v
+                        arg = l
+                Xo[y, x] = arg
 
 
 @njit(cache=True, nogil=True)
@@ -273,7 +293,8 @@ def bp_level(D, R, ox, oy, w, s, d, n_iterations, X, energy):
     terms alone. Iteration ``t`` updates layer ``k = t % 2`` only: a forward raster sweep sending
     messages right and down when ``t % 4 < 2``, else a backward sweep sending left and up; the dual
     message from layer k to the other layer is refreshed on the way when ``t % 8 < 4``. After every
-    iteration the labels are the per-layer belief minima and ``energy[t]`` their energy.
+    iteration the labels are the per-layer belief minima (taken during the sweep) and
+    ``energy[t]`` their energy.
     """
     hh, wd = ox.shape
     n_lab = 2 * w + 1
@@ -296,12 +317,12 @@ def bp_level(D, R, ox, oy, w, s, d, n_iterations, X, energy):
     for t in range(n_iterations):
         k = t % 2
         off = ox if k == 0 else oy
+        o = 1 - k
+        dual = t % 8 < 4  # t = 0 included: both layers get their first labels
         _sweep(
-            D, S[k], M[k], R[k], M[1 - k], off, k, t % 4 < 2, t % 8 < 4, s32, d32, cone, base, h
+            D, S[k], M[k], R[k], X[k], S[o], M[o], R[o], X[o], off, k, t % 4 < 2, dual,
+            s32, d32, cone, base, h,
         )
-        _labels(S[k], M[k], R[k], X[k])
-        if t == 0 or t % 8 < 4:  # the other layer's belief changed through its dual message
-            _labels(S[1 - k], M[1 - k], R[1 - k], X[1 - k])
         energy[t] = _energy(D, R, ox, oy, s, d, X)
     if n_iterations == 0:
         for k in range(2):
