@@ -161,6 +161,13 @@ def extract_features(
     -------
     features : dict[str, (N, C, h, w) float32 ndarray]
         One array per tap, in the order of ``images``.
+
+    Notes
+    -----
+    Batching pays on CUDA. On a CPU with one torch thread per process (the right
+    setting when several processes share few cores), ``benchmarks/bench_backbones.py``
+    measured batch 8 *slower* per image than batch 1 (ratio 0.5-0.9: larger activations
+    fall out of cache), so CPU callers may pass ``batch_size=1``.
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

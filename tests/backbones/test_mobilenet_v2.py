@@ -72,3 +72,15 @@ def test_gradient_reaches_the_input():
     x = net.preprocess(data.coffee()).requires_grad_(True)
     net(x)[0, 967].backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_real_weights_classify_chelsea_as_a_cat_when_present():
+    import os
+
+    from backbones import hub_checkpoint_dir
+    from backbones.mobilenet_v2 import MOBILENET_V2_FILES
+
+    if not any(os.path.isfile(os.path.join(hub_checkpoint_dir(), f)) for f in MOBILENET_V2_FILES):
+        pytest.skip("no torchvision MobileNetV2 weight file in the torch hub cache")
+    net = load_backbone("mobilenet_v2", device="cpu")
+    assert {281, 282, 283, 284, 285} & set(net.classify(data.chelsea(), topk=5).indices.tolist())

@@ -77,3 +77,14 @@ def test_taps_strides_and_gradient(saved):
     feats["s16"].sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert np.isfinite(model(x.detach()).detach().numpy()).all()
+
+
+def test_real_weights_classify_chelsea_as_a_cat_when_present():
+    import os
+
+    from backbones import hub_checkpoint_dir
+
+    if not os.path.isfile(os.path.join(hub_checkpoint_dir(), "vgg16-397923af.pth")):
+        pytest.skip("torchvision's vgg16-397923af.pth is not in the torch hub cache")
+    net = load_backbone("vgg16", device="cpu")
+    assert {281, 282, 283, 284, 285} & set(net.classify(data.chelsea(), topk=5).indices.tolist())
