@@ -209,23 +209,28 @@ def _sweep(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone,
             if forward:  # the row's serial input is slot 0 (from the left)
                 if x + 1 < wd:  # to the right: arrives at q from its left (slot 0)
                     for l in range(n_lab):
-                        h[l] = ((Rk[y, x, l] + Mk[y, x, l]) + (Sk[y, x, 2, l] + Sk[y, x, 3, l])) + Sk[y, x, 0, l]
+                        rm = Rk[y, x, l] + Mk[y, x, l]
+                        h[l] = (rm + (Sk[y, x, 2, l] + Sk[y, x, 3, l])) + Sk[y, x, 0, l]
                     _send(h, cone, Sk, off, y, x, y, x + 1, 0, s, d, n_lab)
                 if y + 1 < hh:  # downwards: arrives at q from above (slot 2)
                     for l in range(n_lab):
-                        h[l] = ((Rk[y, x, l] + Mk[y, x, l]) + (Sk[y, x, 1, l] + Sk[y, x, 2, l])) + Sk[y, x, 0, l]
+                        rm = Rk[y, x, l] + Mk[y, x, l]
+                        h[l] = (rm + (Sk[y, x, 1, l] + Sk[y, x, 2, l])) + Sk[y, x, 0, l]
                     _send(h, cone, Sk, off, y, x, y + 1, x, 2, s, d, n_lab)
             else:  # the row's serial input is slot 1 (from the right)
                 if x > 0:  # to the left: arrives at q from its right (slot 1)
                     for l in range(n_lab):
-                        h[l] = ((Rk[y, x, l] + Mk[y, x, l]) + (Sk[y, x, 2, l] + Sk[y, x, 3, l])) + Sk[y, x, 1, l]
+                        rm = Rk[y, x, l] + Mk[y, x, l]
+                        h[l] = (rm + (Sk[y, x, 2, l] + Sk[y, x, 3, l])) + Sk[y, x, 1, l]
                     _send(h, cone, Sk, off, y, x, y, x - 1, 1, s, d, n_lab)
                 if y > 0:  # upwards: arrives at q from below (slot 3)
                     for l in range(n_lab):
-                        h[l] = ((Rk[y, x, l] + Mk[y, x, l]) + (Sk[y, x, 0, l] + Sk[y, x, 3, l])) + Sk[y, x, 1, l]
+                        rm = Rk[y, x, l] + Mk[y, x, l]
+                        h[l] = (rm + (Sk[y, x, 0, l] + Sk[y, x, 3, l])) + Sk[y, x, 1, l]
                     _send(h, cone, Sk, off, y, x, y - 1, x, 3, s, d, n_lab)
             for l in range(n_lab):
-                base[l] = (Rk[y, x, l] + Sk[y, x, 0, l]) + (Sk[y, x, 1, l] + (Sk[y, x, 2, l] + Sk[y, x, 3, l]))
+                s23 = Sk[y, x, 2, l] + Sk[y, x, 3, l]
+                base[l] = (Rk[y, x, l] + Sk[y, x, 0, l]) + (Sk[y, x, 1, l] + s23)
             best = np.float32(np.inf)
             arg = 0
             for l in range(n_lab):
@@ -239,7 +244,8 @@ def _sweep(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone,
                 best = np.float32(np.inf)
                 arg = 0
                 for l in range(n_lab):
-                    v = ((Ro[y, x, l] + So[y, x, 0, l]) + (So[y, x, 1, l] + (So[y, x, 2, l] + So[y, x, 3, l]))) + Mo[y, x, l]
+                    s23 = So[y, x, 2, l] + So[y, x, 3, l]
+                    v = ((Ro[y, x, l] + So[y, x, 0, l]) + (So[y, x, 1, l] + s23)) + Mo[y, x, l]
                     if v < best:
                         best = v
                         arg = l

@@ -28,7 +28,8 @@ Parameters, with the reference's meaning (``SIFTflowc2f.m`` / ``mexDiscreteFlow`
 * ``n_levels = 4``: pyramid levels; ``top_window = 10``: search window radius at the coarsest
   level (``21 x 21`` displacements around zero); ``window = 2``: radius at the finest level around
   the up-sampled coarser flow, ``window + i`` at level ``i`` (reference: ``wsize + i - 1``).
-* ``n_top_iterations = 60`` BP iterations at the coarsest level, ``n_iterations = 30`` at the others.
+* ``n_top_iterations = 60`` BP iterations at the coarsest level, ``n_iterations = 30`` at the
+  others.
 
 Optimisation (SIFT Flow, Sec. 3.2): the horizontal and vertical flows are two coupled layers
 (dual-layer loopy BP). Each layer is a 4-connected grid with the L1-truncated smoothness and the

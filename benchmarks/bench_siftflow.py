@@ -190,19 +190,20 @@ def main(argv=None):
 
     lines = ["# SIFT-Flow benchmark (dense SIFT + SIFT-Flow, reference defaults)", ""]
     if speed:
+        sp = speed
         lines += [
             f"Machine: {os.cpu_count()} CPUs, load average {load_before[0]:.1f} -> "
             f"{load_after[0]:.1f} (shared with other users: wall-clock is under load).",
             "",
-            f"## Speed per 256x256 pair ({speed['n_pairs']} ECSSD pairs x {speed['repeats']} repeats)",
+            f"## Speed per 256x256 pair ({sp['n_pairs']} ECSSD pairs x {sp['repeats']} repeats)",
             "",
             "| measure | seconds |",
             "|---|---|",
             f"| wall, dense SIFT x2 + SIFT-Flow (median) | {speed['wall_s_per_pair_median']:.3f} |",
             f"| wall, best pair | {speed['wall_s_per_pair_min']:.3f} |",
-            f"| wall, dense SIFT of both images (median) | {speed['wall_s_dense_sift_both_median']:.3f} |",
+            f"| wall, dense SIFT of both images (median) | {sp['wall_s_dense_sift_both_median']:.3f} |",
             f"| wall, SIFT-Flow (median) | {speed['wall_s_siftflow_median']:.3f} |",
-            f"| CPU of the calling thread per pair (median) | {speed['cpu_s_per_pair_median']:.3f} |",
+            f"| CPU of the calling thread per pair (median) | {sp['cpu_s_per_pair_median']:.3f} |",
             f"| CPU per pair (min) | {speed['cpu_s_per_pair_min']:.3f} |",
             "",
             f"Throughput: 1 thread {speed['threads1_pairs_per_s']:.2f} pairs/s, 2 joblib threads "
