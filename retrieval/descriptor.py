@@ -72,7 +72,7 @@ def descriptor(
     image,
     *,
     size: int = 256,
-    hog_size: int = 128,
+    hog_size: int = 96,
     gist_weight: float = GIST_WEIGHT,
     hog_weight: float = HOG_WEIGHT,
 ) -> np.ndarray:
@@ -85,7 +85,7 @@ def descriptor(
     size : int, optional
         GIST square side (see :func:`retrieval.gist.gist`). Default 256.
     hog_size : int, optional
-        HOG square side (see :func:`retrieval.hog.pooled_hog`). Default 128.
+        HOG square side (see :func:`retrieval.hog.pooled_hog`). Default 96.
     gist_weight, hog_weight : float, optional
         Non-negative shares of the two cues in the squared distance (renormalised to sum to 1).
         Default 0.5 each.

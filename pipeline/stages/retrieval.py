@@ -27,13 +27,13 @@ class GistHogParams:
     """Parameters of ``gist_hog``.
 
     size : GIST square side (LEAR / Oliva-Torralba: 256).
-    hog_size : HOG square side (128: 16 x 16 cells of 8 px, pooled to 4 x 4 x 9).
+    hog_size : HOG square side (96: 12 x 12 cells of 8 px, pooled to 4 x 4 x 9).
     gist_weight, hog_weight : shares of GIST and HOG in the squared retrieval distance (0.5 each;
         the paper gives none).
     """
 
     size: int = 256
-    hog_size: int = 128
+    hog_size: int = 96
     gist_weight: float = GIST_WEIGHT
     hog_weight: float = HOG_WEIGHT
 
@@ -86,7 +86,7 @@ def run_neighbours(inputs, params: NeighboursParams):
     return {"stems": np.array(stems, dtype=str), "index": index, "distance": distance}
 
 
-register(Stage(name="gist_hog", version="1", inputs=("pool",), params=GistHogParams,
+register(Stage(name="gist_hog", version="2", inputs=("pool",), params=GistHogParams,
                granularity="image", func=run_gist_hog,
                doc="GIST + HOG retrieval descriptor (MIJR Sec. III; LEAR GIST, pooled HOG)"))
 
