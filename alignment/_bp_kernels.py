@@ -192,6 +192,22 @@ def _dual(D, base, Mo, k, y, x, n_lab):
 
 @njit(cache=True, nogil=True)
 def _sweep(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h):
+    """Dispatch to a copy of the sweep specialised for the label count (``_sweep_n``)."""
+    n_lab = Sk.shape[3]
+    # With a literal label count LLVM unrolls the tiny per-label loops (5 and 7 labels are the
+    # finest levels with the defaults, where nearly all of the time goes).
+    if n_lab == 5:
+        _sweep_n(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, 5)
+    elif n_lab == 7:
+        _sweep_n(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, 7)
+    else:
+        _sweep_n(
+            D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, n_lab
+        )
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sweep_n(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, n_lab):
     """One raster sweep of layer k (forward: right + down, backward: left + up) + dual messages.
 
     The sums are ordered so that the message just written by the previous pixel of the row (the
@@ -201,7 +217,7 @@ def _sweep(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone,
     the other layer ``o``: the label of minimum belief is taken on the way for layer k (``Xk``)
     and, on dual iterations, for layer o (``Xo``), saving a pass over the messages.
     """
-    hh, wd, _, n_lab = Sk.shape
+    hh, wd = Sk.shape[0], Sk.shape[1]
     for yy in range(hh):
         y = yy if forward else hh - 1 - yy
         for xx in range(wd):
