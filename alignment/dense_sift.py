@@ -108,12 +108,17 @@ def _orientation_bands(gx, gy, cell_size):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _assemble(bands, cell_size, clip, out):
-    """Steps 4 and 5: gather 16 cells per pixel, normalise, clip, quantise into out (H, W, 128)."""
+    """Steps 4 and 5: gather 16 cells per pixel, normalise, clip, quantise into out (H, W, 128).
+
+    float32 throughout; ``fastmath`` lets the 128-long sums and the quantisation vectorise (the
+    same arithmetic at every pixel, so shift equivariance is exact).
+    """
     h, w, nb = bands.shape
     dim = 16 * nb
     v = np.empty(dim, np.float32)
+    clip32 = np.float32(clip)
     for y in range(h):
         for x in range(w):
             k = 0
@@ -124,27 +129,26 @@ def _assemble(bands, cell_size, clip, out):
                     for b in range(nb):
                         v[k] = bands[yy, xx, b]
                         k += 1
-            n2 = 0.0
+            n2 = np.float32(0.0)
             for k in range(dim):
                 n2 += v[k] * v[k]
             norm = np.sqrt(n2)
-            scale = 1.0 / (norm + 0.01)
-            if clip > 0.0:
+            scale = np.float32(1.0) / (norm + np.float32(_NORM_EPS))
+            if clip32 > 0:
                 # ||u|| before clipping, and after: rescale back to the former.
                 before = norm * scale
-                after2 = 0.0
+                after2 = np.float32(0.0)
                 for k in range(dim):
-                    u = min(v[k] * scale, clip)
+                    u = min(v[k] * scale, clip32)
                     v[k] = u
                     after2 += u * u
-                factor = before / np.sqrt(after2) if after2 > 0.0 else 0.0
-                for k in range(dim):
-                    q = np.floor(255.0 * v[k] * factor + 0.5)
-                    out[y, x, k] = np.uint8(min(q, 255.0))
+                factor = before / np.sqrt(after2) if after2 > 0 else np.float32(0.0)
             else:
-                for k in range(dim):
-                    q = np.floor(255.0 * v[k] * scale + 0.5)
-                    out[y, x, k] = np.uint8(min(q, 255.0))
+                factor = scale
+            factor = factor * np.float32(255.0)
+            for k in range(dim):
+                q = min(v[k] * factor + np.float32(0.5), np.float32(255.0))
+                out[y, x, k] = np.uint8(q)  # truncation of q >= 0.5: rounding to nearest
 
 
 def dense_sift(image, *, cell_size=3, clip=0.2):
