@@ -105,19 +105,21 @@ def downsample(desc, kernel):
             kt = kernel[t]
             for x in range(w):
                 for k in range(c):
-                    tmp[y, x, k] += kt * desc[yy, x, k]
+                    tmp[y, x, k] += kt * np.float32(desc[yy, x, k])  # float32, not float64
     out = np.empty((h2, w2, c), np.uint8)
     acc = np.empty(c, np.float32)
     for y in range(h2):
         for x in range(w2):
-            acc[:] = 0.0
+            for k in range(c):
+                acc[k] = 0.0
             for t in range(nk):
                 xx = min(max(2 * x + t - r, 0), w - 1)
                 kt = kernel[t]
                 for k in range(c):
                     acc[k] += kt * tmp[y, xx, k]
             for k in range(c):
-                out[y, x, k] = np.uint8(min(max(np.floor(acc[k] + 0.5), 0.0), 255.0))
+                # acc is a convex combination of uint8 values: in [0, 255], round to nearest.
+                out[y, x, k] = np.uint8(min(acc[k] + np.float32(0.5), np.float32(255.0)))
     return out
 
 
