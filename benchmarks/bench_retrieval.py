@@ -94,21 +94,30 @@ def _gist_pocketfft(image, size=256, n_blocks=4):
     return np.stack(out).reshape(-1)
 
 
-def _timed(fn, items, repeat=3):
-    """Per image: ``repeat`` runs. Returns medians over all runs (wall, CPU) and the median over
-    images of each image's fastest CPU run (timeit's convention: the least disturbed estimate)."""
-    wall, cpu, best = [], [], []
+def _timed(fns: dict, items, repeat=3) -> dict:
+    """Round-robin timing: for every image and repeat, every function once in turn, so that load
+    from other users falls on all of them alike. Per function: medians over all runs (wall, CPU)
+    and the median over images of each image's fastest CPU run (timeit's least-disturbed estimate).
+    """
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    best = {k: [] for k in fns}
     for it in items:
-        mine = []
+        mine = {k: [] for k in fns}
         for _ in range(repeat):
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn(it)
-            wall.append(time.perf_counter() - t0)
-            mine.append(time.process_time() - c0)
-        cpu += mine
-        best.append(min(mine))
-    return (float(np.median(wall)) * 1e3, float(np.median(cpu)) * 1e3,
-            float(np.median(best)) * 1e3)
+            for name, (fn, key) in fns.items():
+                x = it[key]
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn(x)
+                wall[name].append(time.perf_counter() - t0)
+                mine[name].append(time.process_time() - c0)
+        for name in fns:
+            cpu[name] += mine[name]
+            best[name].append(min(mine[name]))
+    return {name: {"wall_ms_median": float(np.median(wall[name])) * 1e3,
+                   "cpu_ms_median": float(np.median(cpu[name])) * 1e3,
+                   "cpu_ms_best_of_3_median": float(np.median(best[name])) * 1e3}
+            for name in fns}
 
 
 def bench_descriptor_speed(n_images: int) -> dict:
@@ -120,17 +129,14 @@ def bench_descriptor_speed(n_images: int) -> dict:
     _gist_pocketfft(squares[0])
     ref = gist(squares[0])
     assert np.allclose(_gist_pocketfft(squares[0]), ref, atol=1e-5), "baseline disagrees"
-    rows = {}
-    for name, fn, items in (
-        ("gist 256x256 input", gist, squares),
-        ("gist baseline (pocketfft) 256x256", _gist_pocketfft, squares),
-        ("pooled_hog 256x256 input", pooled_hog, squares),
-        ("descriptor (GIST+HOG) 256x256 input", descriptor, squares),
-        ("descriptor (GIST+HOG) ECSSD original", descriptor, originals),
-    ):
-        wall, cpu_med, cpu_best = _timed(fn, items)
-        rows[name] = {"wall_ms_median": wall, "cpu_ms_median": cpu_med,
-                      "cpu_ms_best_of_3_median": cpu_best}
+    items = [{"square": sq, "original": im} for sq, im in zip(squares, originals)]
+    rows = _timed({
+        "gist 256x256 input": (gist, "square"),
+        "gist baseline (pocketfft) 256x256": (_gist_pocketfft, "square"),
+        "pooled_hog 256x256 input": (pooled_hog, "square"),
+        "descriptor (GIST+HOG) 256x256 input": (descriptor, "square"),
+        "descriptor (GIST+HOG) ECSSD original": (descriptor, "original"),
+    }, items)
     base = rows["gist baseline (pocketfft) 256x256"]["cpu_ms_best_of_3_median"]
     ours = rows["gist 256x256 input"]["cpu_ms_best_of_3_median"]
     return {"n_images": len(stems), "rows": rows, "gist_speedup_vs_pocketfft": base / ours}
