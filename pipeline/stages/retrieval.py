@@ -29,7 +29,8 @@ class GistHogParams:
     size : GIST square side (LEAR / Oliva-Torralba: 256).
     hog_size : HOG square side (96: 12 x 12 cells of 8 px, pooled to 4 x 4 x 9).
     gist_weight, hog_weight : shares of GIST and HOG in the squared retrieval distance (0.5 each;
-        the paper gives none).
+        the paper gives none). They matter only with ``neighbours.centre = false``: pool centring
+        re-normalises each part and applies the ``neighbours`` weights instead.
     """
 
     size: int = 256
