@@ -102,9 +102,9 @@ Performance
 All loops are numba kernels in :mod:`alignment._bp_kernels` (``nogil``, single-threaded: pairs
 run in parallel threads). Layouts are label-major and contiguous per pixel; the hot loops index
 arrays directly (array views would cost reference counting per pixel); the sweep is compiled
-separately for 5 and 7 labels so the per-label loops unroll; the belief labels are taken during
-the sweep (each pixel's incoming messages are final when it is visited). About 85% of the time is
-BP at the two finest levels. ``benchmarks/bench_siftflow.py`` measures it.
+separately for 5 labels (the finest level with the defaults) so the per-label loops unroll; the
+belief labels are taken during the sweep (each pixel's incoming messages are final when it is
+visited). About 80% of the time is BP at the two finest levels. ``benchmarks/bench_siftflow.py`` measures it.
 
 References
 ----------

@@ -98,3 +98,52 @@ def test_different_image_sizes_are_accepted(astronaut):
 def test_bad_input_raises(a, b, kwargs):
     with pytest.raises(ValueError):
         sift_flow(a, b, **kwargs)
+
+
+@pytest.mark.parametrize("n_lab", [5, 11])
+def test_spatial_message_equals_brute_force_truncated_l1(n_lab):
+    # Kernel check: distance transform / direct min-convolution, shifted label windows, truncation.
+    from alignment import _bp_kernels as k
+
+    rng = np.random.default_rng(n_lab)
+    w = (n_lab - 1) // 2
+    s, d = np.float32(510.0), np.float32(3000.0)
+    cone = (s * np.abs(np.arange(n_lab)[:, None] - np.arange(n_lab)[None])).astype(np.float32)
+    for shift in range(-n_lab - 2, n_lab + 3):
+        h = rng.integers(0, 6000, n_lab).astype(np.float32)
+        off = np.array([[3, 3 + shift]], np.int32)  # p = (0, 0), q = (0, 1)
+        sk = np.zeros((1, 2, 4, n_lab), np.float32)
+        k._send(h.copy(), cone, sk, off, 0, 0, 0, 1, 0, s, d, n_lab)
+        a_p = off[0, 0] + np.arange(n_lab) - w
+        a_q = off[0, 1] + np.arange(n_lab) - w
+        pair = h[:, None] + np.minimum(s * np.abs(a_p[:, None] - a_q[None, :]), d)
+        np.testing.assert_allclose(sk[0, 1, 0], pair.min(axis=0) - h.min(), rtol=0, atol=1e-3)
+
+
+def test_bp_energy_matches_an_independent_evaluation(astronaut):
+    # The recorded energy is Eq. 3 of the returned labelling (finest level, zero offsets).
+    from alignment import _bp_kernels as k
+
+    da = dense_sift(astronaut[:48, :48])
+    db = dense_sift(np.roll(astronaut, (1, -1), axis=(0, 1))[:48, :48])
+    w, n_lab, shape = 2, 5, (48, 48)
+    ox = np.zeros(shape, np.int32)
+    oy = np.zeros(shape, np.int32)
+    dterm = np.empty(shape + (n_lab, n_lab), np.float32)
+    default = k.data_term(da, db, ox, oy, w, dterm)
+    k.finish_data_term(dterm, np.float32(default), np.float32(10200))
+    gamma = 1.275
+    lab = np.arange(-w, w + 1, dtype=np.float32)
+    rterm = np.ascontiguousarray(np.broadcast_to(gamma * np.abs(lab), (2,) + shape + (n_lab,)))
+    labels = np.empty((2,) + shape, np.int32)
+    energy = np.zeros(9)
+    k.bp_level(dterm, rterm, ox, oy, w, 510.0, 10200.0, 9, labels, energy)
+    u, v = labels[0] - w, labels[1] - w
+    yy, xx = np.indices(shape)
+    e = dterm[yy, xx, labels[1], labels[0]].sum() + gamma * (np.abs(u) + np.abs(v)).sum()
+    for f in (u, v):
+        e += np.minimum(510 * np.abs(np.diff(f, axis=0)), 10200).sum()
+        e += np.minimum(510 * np.abs(np.diff(f, axis=1)), 10200).sum()
+    assert energy[-1] == pytest.approx(e, rel=1e-5)
+    # Out-of-image candidates were priced at the median in-image cost.
+    assert np.all(dterm >= 0)
