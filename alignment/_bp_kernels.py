@@ -26,7 +26,9 @@ _BRUTE_MAX_LABELS = 9
 
 @njit(cache=True, nogil=True)
 def data_term(desc_a, desc_b, ox, oy, w, out):
-    """Eq. data: ``out[y, x, ly, lx] = ||s1(p) - s2(p + o(p) + (lx - w, ly - w))||_1``.
+    """SIFT Flow Eq. 3, data term (before truncation).
+
+    ``out[y, x, ly, lx] = ||s1(p) - s2(p + o(p) + (lx - w, ly - w))||_1``.
 
     Out-of-image candidates get -1. Returns the median of the in-image costs (integer histogram),
     used as the reference's default cost for matches outside the second image.
