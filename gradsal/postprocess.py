@@ -33,7 +33,7 @@ def _check_map(saliency, name="saliency"):
         raise ValueError(f"{name} must be floating point; got {saliency.dtype}")
 
 
-def prune_normalize(saliency, theta=0.1):
+def prune_normalize(saliency, theta=0.1, *, quantile=1.0):
     """Max-normalise, prune values below ``theta`` and normalise again.
 
     Parameters
@@ -41,13 +41,17 @@ def prune_normalize(saliency, theta=0.1):
     saliency : (H, W) ndarray of float
         Non-negative map, any scale.
     theta : float, optional
-        Threshold as a fraction of the map's maximum, in [0, 1).
+        Threshold as a fraction of the map's peak, in [0, 1).
+    quantile : float, optional
+        The peak is the ``quantile`` of the map's values (1.0: the maximum); values above
+        it are clipped to 1.  A quantile below 1 makes the scale robust to the few
+        outlier pixels that dominate a raw gradient map.
 
     Returns
     -------
     pruned : (H, W) ndarray of float32
-        ``max(S / max S - theta, 0) / (1 - theta)``, in [0, 1]; all zeros when ``S`` has
-        no positive value.
+        ``min(max(S / peak - theta, 0) / (1 - theta), 1)``, in [0, 1]; all zeros when ``S``
+        has no positive value.
 
     Notes
     -----
@@ -57,8 +61,14 @@ def prune_normalize(saliency, theta=0.1):
     _check_map(saliency)
     if not 0.0 <= theta < 1.0:
         raise ValueError(f"theta must be in [0, 1); got {theta}")
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"quantile must be in (0, 1]; got {quantile}")
     s = np.asarray(saliency, dtype=np.float64)
-    peak = s.max() if s.size else 0.0
+    if not s.size:
+        return np.zeros(s.shape, np.float32)
+    peak = s.max() if quantile >= 1.0 else np.quantile(s, quantile)
+    if not np.isfinite(peak) or peak <= 0.0:
+        peak = s.max()          # quantile at zero (sparse map): fall back to the maximum
     if not np.isfinite(peak) or peak <= 0.0:
         return np.zeros(s.shape, np.float32)
     s = np.maximum(s / peak - theta, 0.0) / (1.0 - theta)
