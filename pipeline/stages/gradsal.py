@@ -44,8 +44,10 @@ class GradsalParams:
 
     steps : T gradient steps (paper: 5-10); gamma : clamping weight (Eq. 1); epsilon : step
     size on the [0, 1] pixel scale (Eq. 2); theta / theta_final : pruning thresholds as a
-    fraction of the peak; alpha : floor of the low-level map (Eq. 6); input_size : square
-    network input; n_segments / compactness : SLIC of Sec. 3.2 (paper: 100 / 10);
+    fraction of the peak; alpha : floor of the low-level map (Eq. 6); quantile : the raw
+    map's scale (1 = its max); input_size : square network input; n_segments / compactness :
+    SLIC of Sec. 3.2 (paper: 100 / 10); lowlevel_segments : superpixels of the low-level map
+    (None: those of the smoothing);
     backbone : name for ``backbones.load_backbone``; device : None picks CUDA when present.
     """
 
@@ -55,9 +57,11 @@ class GradsalParams:
     theta: float = _GS["theta"].default
     theta_final: float = _GS["theta_final"].default
     alpha: float = _GS["alpha"].default
+    quantile: float = _GS["quantile"].default
     input_size: int = _GS["input_size"].default
     n_segments: int = _GS["n_segments"].default
     compactness: float = _GS["compactness"].default
+    lowlevel_segments: int | None = _GS["lowlevel_segments"].default
     backbone: str = "efficientnet_lite0"
     device: str | None = None
 
@@ -69,8 +73,8 @@ def run_gradsal(inputs, params: GradsalParams):
     res = gradsal_saliency(
         image, model, steps=params.steps, gamma=params.gamma, epsilon=params.epsilon,
         theta=params.theta, theta_final=params.theta_final, alpha=params.alpha,
-        input_size=params.input_size, n_segments=params.n_segments,
-        compactness=params.compactness,
+        quantile=params.quantile, input_size=params.input_size, n_segments=params.n_segments,
+        compactness=params.compactness, lowlevel_segments=params.lowlevel_segments,
     )
     return {"map": res.refined, "raw": res.raw, "smoothed": res.smoothed,
             "label": np.int64(res.label)}
