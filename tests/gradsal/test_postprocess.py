@@ -91,3 +91,20 @@ def test_bad_inputs_raise():
         refine(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), alpha=2.0)
     with pytest.raises(ValueError):
         slic_smooth(np.ones((2, 2), np.int64), np.zeros((2, 2), np.int32))
+
+
+def test_prune_normalize_quantile_scale_clips_outliers():
+    s = np.concatenate([np.linspace(0.0, 1.0, 99), [100.0]]).reshape(10, 10)
+    by_max = prune_normalize(s, 0.0)
+    by_q = prune_normalize(s, 0.0, quantile=0.9)
+    assert by_max.max() == 1.0 and by_q.max() == 1.0
+    # The outlier dominates the max scale; the quantile scale keeps the bulk spread out.
+    assert np.median(by_q) > 10 * np.median(by_max)
+    assert np.all(by_q <= 1.0) and np.all(by_q >= 0.0)
+    # A mostly-zero map (quantile 0) falls back to the maximum instead of dividing by 0.
+    sparse = np.zeros((10, 10))
+    sparse[0, 0] = 2.0
+    out = prune_normalize(sparse, 0.0, quantile=0.5)
+    assert out[0, 0] == 1.0 and out.sum() == 1.0
+    with pytest.raises(ValueError):
+        prune_normalize(s, 0.0, quantile=0.0)

@@ -68,3 +68,14 @@ def test_bad_parameters_raise_value_error(backbone):
         saliency(img, backbone, alpha=-0.1)
     with pytest.raises(ValueError):
         saliency(img, backbone, steps=0)
+
+
+def test_shared_superpixels_for_the_lowlevel_map(backbone):
+    img = data.chelsea()[::3, ::3].copy()
+    res = saliency(img, backbone, steps=2, lowlevel_segments=None, quantile=1.0, theta=0.1,
+                   theta_final=0.1)
+    assert res.refined.shape == img.shape[:2]
+    assert 0.0 <= res.refined.min() and res.refined.max() == pytest.approx(1.0)
+    # Smoothed and low-level maps share the 100 superpixels, so the refined map is
+    # piecewise constant on them too.
+    assert len(np.unique(res.refined)) <= 150
