@@ -7,7 +7,10 @@
   the raw difference ``X(0) - X(T)`` scales with ``epsilon``, so a fixed ``theta`` on
   either would mean different things on different images; on the max-normalised map
   ``theta`` is a fraction of the strongest signal, and the result lies in [0, 1] as the
-  project's maps must.  A map with no positive value stays all zeros.
+  project's maps must.  A map with no positive value stays all zeros.  Optionally the peak
+  is a high quantile of the map instead of its maximum (values above it clip to 1): a raw
+  gradient map's maximum is set by a handful of outlier pixels, and on the ECSSD train
+  subset the 95th percentile scored better (``benchmarks/results/gradsal_tuning.md``).
 * Eq. 4, SLIC smoothing: every pixel of superpixel ``P_j`` gets the mean of the map over
   ``P_j`` (``region_mean`` then ``broadcast``; no loop over superpixels).
 * Eq. 6, refinement: the low-level map ``S_l`` is rescaled to ``[alpha, 1 + alpha]`` and
