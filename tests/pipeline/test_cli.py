@@ -67,7 +67,6 @@ def test_sigkill_mid_stage_then_rerun_finishes_identically_and_recomputes_only_u
     proc.wait()
     finished = len(list(cache_dir.glob("*.npz")))
     assert 3 <= finished < 10, "the run must be killed mid-stage"
-    assert not list(cache_dir.glob("*.tmp")) or True  # temp files may remain; they are never read
     rerun = cli(*args, "--out", str(out))
     assert rerun.returncode == 0, rerun.stderr
     s = summary(out)
