@@ -51,7 +51,7 @@ import numpy as np
 
 from gradsal.descent import gradient_descent
 from gradsal.postprocess import prune_normalize, refine, slic_smooth
-from superpixels import slic
+from superpixels import check_rgb_image, slic
 from superpixels.lowlevel import lowlevel_saliency
 
 __all__ = ["GradSalResult", "saliency"]
@@ -80,18 +80,6 @@ class GradSalResult:
     refined: np.ndarray
     label: int
     cost: np.ndarray
-
-
-def _validate_image(image):
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
-            "image must be an (H, W, 3) uint8 RGB ndarray; got "
-            + (f"shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__)
-        )
-    if image.dtype != np.uint8:
-        raise ValueError(f"image must have dtype uint8; got {image.dtype}")
-    if image.shape[0] < 8 or image.shape[1] < 8:
-        raise ValueError(f"image must be at least 8x8 pixels; got {image.shape[:2]}")
 
 
 def saliency(image, model, *, steps=10, gamma=0.01, epsilon=1e-2, theta=0.0,
@@ -150,7 +138,7 @@ def saliency(image, model, *, steps=10, gamma=0.01, epsilon=1e-2, theta=0.0,
     .. [2] R. Achanta et al., "SLIC superpixels compared to state-of-the-art superpixel
            methods", IEEE TPAMI 2012.
     """
-    _validate_image(image)
+    check_rgb_image(image, min_side=8)
     for name, value in (("theta", theta), ("theta_final", theta_final)):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name} must be in [0, 1); got {value}")

@@ -32,6 +32,7 @@ from superpixels._kernels import (
 )
 
 __all__ = [
+    "check_rgb_image",
     "slic",
     "relabel",
     "region_mean",
@@ -51,6 +52,22 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got dtype {image.dtype}")
     return image
+
+
+def check_rgb_image(image, *, min_side: int = 1) -> None:
+    """Raise ValueError unless ``image`` is an (H, W, 3) uint8 ndarray with both sides >= ``min_side``.
+
+    The one input check shared by the methods that take an RGB image (GradSal, the low-level prior).
+    """
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            "image must be an (H, W, 3) uint8 RGB ndarray; got "
+            + (f"shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__)
+        )
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must have dtype uint8; got {image.dtype}")
+    if image.shape[0] < min_side or image.shape[1] < min_side:
+        raise ValueError(f"image must be at least {min_side}x{min_side} pixels; got {image.shape[:2]}")
 
 
 def _check_labels(labels: np.ndarray, n: int | None) -> tuple[np.ndarray, int]:

@@ -58,7 +58,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from superpixels import broadcast, region_centroid, region_count, region_mean, slic
+from superpixels import broadcast, check_rgb_image, region_centroid, region_count, region_mean, slic
 
 __all__ = ["lowlevel_saliency"]
 
@@ -70,18 +70,6 @@ def _minmax(values):
     if not np.isfinite(span) or span <= 1e-12:
         return np.zeros_like(values)
     return (values - lo) / span
-
-
-def _validate_image(image):
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
-            "image must be an (H, W, 3) uint8 RGB ndarray; got "
-            + (f"shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__)
-        )
-    if image.dtype != np.uint8:
-        raise ValueError(f"image must have dtype uint8; got {image.dtype}")
-    if image.shape[0] < 2 or image.shape[1] < 2:
-        raise ValueError(f"image must be at least 2x2 pixels; got {image.shape[:2]}")
 
 
 def lowlevel_saliency(image, labels=None, *, n_segments=300, compactness=10.0,
@@ -130,7 +118,7 @@ def lowlevel_saliency(image, labels=None, *, n_segments=300, compactness=10.0,
     .. [3] M.-M. Cheng et al., "Global contrast based salient region detection",
            IEEE TPAMI 37(3), 2015.
     """
-    _validate_image(image)
+    check_rgb_image(image, min_side=2)
     h, w = image.shape[:2]
     if labels is None:
         labels = slic(image, n_segments=n_segments, compactness=compactness)
