@@ -62,6 +62,9 @@ import cv2
 import numba
 import numpy as np
 
+from backbones.loaded import load_once
+from superpixels.validation import check_image
+
 __all__ = ["Proposals", "edge_map", "edge_boxes", "select_proposals", "proposals"]
 
 
@@ -79,17 +82,6 @@ class Proposals:
 
     boxes: np.ndarray
     scores: np.ndarray
-
-
-def _check_image(image) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got dtype {image.dtype}")
-    if image.shape[0] < 8 or image.shape[1] < 8:
-        raise ValueError(f"expected an image of at least 8x8 pixels, got shape {image.shape}")
-    return np.ascontiguousarray(image)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -178,7 +170,9 @@ def _load_sed(edge_model):
         path = os.fspath(edge_model)
         if not os.path.isfile(path):
             raise ValueError(f"edge_model: expected a structured-edge model file, got {path!r}")
-        return cv2.ximgproc.createStructuredEdgeDetection(path)
+        # One model per process and file (the structured-edge forest takes ~1 s to parse).
+        return load_once(("structured_edges", path, os.path.getmtime(path)),
+                         lambda: cv2.ximgproc.createStructuredEdgeDetection(path))
     if hasattr(edge_model, "detectEdges"):
         return edge_model
     raise ValueError(
@@ -203,7 +197,7 @@ def edge_map(image, *, edge_model=None) -> tuple[np.ndarray, np.ndarray]:
     orientation : (H, W) ndarray of float32
         Edge-normal orientation in [0, pi) (SED convention).
     """
-    image = _check_image(image)
+    image = check_image(image, min_side=8)
     if edge_model is not None:
         sed = _load_sed(edge_model)
         e = sed.detectEdges(image.astype(np.float32) / 255.0)
@@ -234,7 +228,7 @@ def edge_boxes(image, *, max_boxes=1000, edge_model=None, alpha=0.65, beta=0.75)
     scores : (N,) ndarray of float32
         Objectness scores, descending.
     """
-    image = _check_image(image)
+    image = check_image(image, min_side=8)
     if int(max_boxes) < 1:
         raise ValueError(f"max_boxes must be >= 1, got {max_boxes}")
     e, o = edge_map(image, edge_model=edge_model)
@@ -386,7 +380,7 @@ def proposals(image, *, n_candidates=1000, n_select=100, edge_model=None, spread
     ----------
     Zitnick & Dollar, ECCV 2014; MIJR Sec. III-A.
     """
-    image = _check_image(image)
+    image = check_image(image, min_side=8)
     if int(n_select) < 1 or int(n_candidates) < 1:
         raise ValueError(f"n_select and n_candidates must be >= 1, got {n_select}, {n_candidates}")
     boxes, scores = edge_boxes(image, max_boxes=n_candidates, edge_model=edge_model)

@@ -23,33 +23,34 @@ Weights are never downloaded; see :func:`load_backbone`. Common preprocessing an
 conventions are documented in :mod:`backbones._base`.
 """
 
-from ._base import (
-    IMAGENET_MEAN,
-    IMAGENET_NUM_CLASSES,
-    IMAGENET_STD,
-    Backbone,
-    Classification,
-    WeightsNotFoundError,
-    select_device,
-)
-from .api import available_backbones, extract_features, hub_checkpoint_dir, load_backbone
-from .efficientnet_lite import EfficientNetLite0
-from .mobilenet_v2 import MobileNetV2
-from .vgg import VGG16
+import importlib
 
-__all__ = [
-    "Backbone",
-    "Classification",
-    "EfficientNetLite0",
-    "IMAGENET_MEAN",
-    "IMAGENET_NUM_CLASSES",
-    "IMAGENET_STD",
-    "MobileNetV2",
-    "VGG16",
-    "WeightsNotFoundError",
-    "available_backbones",
-    "extract_features",
-    "hub_checkpoint_dir",
-    "load_backbone",
-    "select_device",
-]
+from .loaded import forget_loaded, load_once
+
+# Everything else needs torch: imported on first use (PEP 562), so that ``backbones.loaded`` is
+# cheap for callers that load non-torch models (ONNX sessions, OpenCV edge models).
+_LAZY = {
+    "IMAGENET_MEAN": "._base",
+    "IMAGENET_NUM_CLASSES": "._base",
+    "IMAGENET_STD": "._base",
+    "Backbone": "._base",
+    "Classification": "._base",
+    "WeightsNotFoundError": "._base",
+    "select_device": "._base",
+    "available_backbones": ".api",
+    "extract_features": ".api",
+    "hub_checkpoint_dir": ".api",
+    "load_backbone": ".api",
+    "EfficientNetLite0": ".efficientnet_lite",
+    "MobileNetV2": ".mobilenet_v2",
+    "VGG16": ".vgg",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted([*_LAZY, "load_once", "forget_loaded"])

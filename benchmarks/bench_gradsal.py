@@ -4,7 +4,7 @@ For every image of the (sub)set, in one run and one process:
 
 * ``gradsal.saliency(image, efficientnet_lite0)`` with its defaults (T = 10 steps at the
   tuned input resolution), timed end to end (descent + SLIC + low-level refinement);
-* ``superpixels.lowlevel.lowlevel_saliency(image)`` (the ``contrast`` prior), timed.
+* ``detect.contrast.contrast_saliency(image)`` (the ``contrast`` prior), timed.
 
 Metrics with pysodmetrics: max F-measure (beta^2 = 0.3; mean F curve over images, max over
 256 thresholds), adaptive F, MAE, S-measure.  The ``raw`` and ``smoothed`` GradSal stages are
@@ -59,7 +59,7 @@ def main():
 
     from backbones import load_backbone
     from gradsal import saliency
-    from superpixels.lowlevel import lowlevel_saliency
+    from detect.contrast import contrast_saliency
 
     torch.set_num_threads(1)
     stems, images, gts = load_split("test", args.n if args.n < 500 else None)
@@ -69,7 +69,7 @@ def main():
 
     # Warm-up (numba compilation, torch allocator) on an image outside the scored timing.
     saliency(images[0], model)
-    lowlevel_saliency(images[0])
+    contrast_saliency(images[0])
 
     maps = {"gradsal": [], "gradsal_raw": [], "gradsal_smoothed": [], "contrast": []}
     t_gs = t_ct = 0.0
@@ -78,7 +78,7 @@ def main():
         t0 = time.perf_counter()
         res = saliency(im, model)
         t1 = time.perf_counter()
-        low = lowlevel_saliency(im)
+        low = contrast_saliency(im)
         t2 = time.perf_counter()
         t_gs += t1 - t0
         t_ct += t2 - t1

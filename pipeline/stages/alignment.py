@@ -13,7 +13,6 @@ match -1 and distance inf.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -54,18 +53,8 @@ class ProposalsParams:
     edge_model: str = ""
 
 
-@lru_cache(maxsize=2)
-def _sed(path):
-    return cv2.ximgproc.createStructuredEdgeDetection(path)
-
-
 def run_proposals(inputs, params):
-    model = None
-    if params.edge_model:
-        import os
-        if not os.path.isfile(params.edge_model):
-            raise ValueError(f"edge_model: no such file {params.edge_model!r}")
-        model = _sed(params.edge_model)
+    model = params.edge_model or None  # a path: alignment.proposals loads it once per process
     p = proposals(inputs["pool"]["image"], n_candidates=params.n_candidates,
                   n_select=params.n_select, edge_model=model, spread_weight=params.spread_weight)
     return {"boxes": p.boxes, "scores": p.scores}

@@ -4,7 +4,7 @@
   descent on the input of an ImageNet classifier, SLIC smoothing, low-level refinement).
   The backbone is loaded once per worker process and kept in a module-level cache (keyed by
   name and device), so a worker that handles many images pays for the weights once.
-* ``contrast`` wraps :func:`superpixels.lowlevel.lowlevel_saliency` (GradSal Sec. 3.3 / Fu
+* ``contrast`` wraps :func:`detect.contrast.contrast_saliency` (GradSal Sec. 3.3 / Fu
   et al. ACCV 2012: superpixel colour contrast, colour distribution, centre prior).
 
 The parameter defaults are the functions' defaults, chosen on the ECSSD train split
@@ -20,22 +20,15 @@ import numpy as np
 
 from gradsal import saliency as gradsal_saliency
 from pipeline.registry import Stage, register
-from superpixels.lowlevel import lowlevel_saliency
+from detect.contrast import contrast_saliency
 
 _GS = inspect.signature(gradsal_saliency).parameters
-_LL = inspect.signature(lowlevel_saliency).parameters
-
-# (backbone name, device) -> loaded backbone; one per worker process.
-_BACKBONES: dict = {}
-
+_LL = inspect.signature(contrast_saliency).parameters
 
 def _backbone(name, device):
-    key = (name, device)
-    if key not in _BACKBONES:
-        from backbones import load_backbone
+    from backbones import load_backbone, load_once
 
-        _BACKBONES[key] = load_backbone(name, device=device)
-    return _BACKBONES[key]
+    return load_once(("backbone", name, device), lambda: load_backbone(name, device=device))
 
 
 @dataclass(frozen=True)
@@ -92,7 +85,7 @@ def run_gradsal(inputs, params: GradsalParams):
 
 @dataclass(frozen=True)
 class ContrastParams:
-    """Parameters of :func:`superpixels.lowlevel.lowlevel_saliency` (see its docstring).
+    """Parameters of :func:`detect.contrast.contrast_saliency` (see its docstring).
 
     n_segments / compactness : SLIC; spatial_sigma : spatial weight of the colour contrast
     (None: none); color_sigma : colour affinity width in LAB units; use_distribution : the
@@ -110,7 +103,7 @@ class ContrastParams:
 def run_contrast(inputs, params: ContrastParams):
     """One image -> ``{"map": (H, W) float32 in [0, 1]}``."""
     image = inputs["pool"]["image"]
-    return {"map": lowlevel_saliency(
+    return {"map": contrast_saliency(
         image, n_segments=params.n_segments, compactness=params.compactness,
         spatial_sigma=params.spatial_sigma, color_sigma=params.color_sigma,
         use_distribution=params.use_distribution, center_sigma=params.center_sigma,

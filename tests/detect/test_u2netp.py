@@ -44,7 +44,7 @@ def test_batch_equals_single(photos):
 
 
 def test_bad_input_and_missing_model(tmp_path, photos):
-    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+    with pytest.raises(ValueError, match=r"image: expected dtype uint8, got float32"):
         u2netp_map(photos[0].astype(np.float32))
     with pytest.raises(ValueError, match=r"images\[1\]"):
         u2netp_saliency([photos[0], photos[0][..., 0]])

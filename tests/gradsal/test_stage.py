@@ -29,10 +29,10 @@ def test_contrast_stage_returns_a_unit_map():
 
 def test_gradsal_stage_returns_maps_and_label(backbone):
     stage = registry.get("gradsal")
-    from pipeline.stages import gradsal as mod
+    from backbones import load_once
 
     # Reuse the session's single-thread backbone instead of loading a second copy.
-    mod._BACKBONES[("efficientnet_lite0", "cpu")] = backbone
+    load_once(("backbone", "efficientnet_lite0", "cpu"), lambda: backbone)
     params = dataclasses.replace(stage.default_params(), steps=3, device="cpu")
     img = data.chelsea()[::2, ::2].copy()
     out = stage.func({"pool": {"image": img}}, params)
@@ -44,9 +44,9 @@ def test_gradsal_stage_returns_maps_and_label(backbone):
 
 def test_gradsal_stage_rejects_a_bad_image(backbone):
     stage = registry.get("gradsal")
-    from pipeline.stages import gradsal as mod
+    from backbones import load_once
 
-    mod._BACKBONES[("efficientnet_lite0", "cpu")] = backbone
+    load_once(("backbone", "efficientnet_lite0", "cpu"), lambda: backbone)
     params = dataclasses.replace(stage.default_params(), device="cpu")
     with pytest.raises(ValueError):
         stage.func({"pool": {"image": np.zeros((10, 10), np.uint8)}}, params)

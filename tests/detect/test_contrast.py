@@ -1,10 +1,10 @@
-"""Tests for superpixels.lowlevel: the low-level contrast saliency (GradSal Sec. 3.3, Eq. 5)."""
+"""Tests for detect.contrast: the low-level contrast saliency (GradSal Sec. 3.3, Eq. 5)."""
 
 import numpy as np
 import pytest
 
 from superpixels import slic
-from superpixels.lowlevel import lowlevel_saliency
+from detect.contrast import contrast_saliency
 
 
 def _random_blocks(h, w, seed):
@@ -23,7 +23,7 @@ def _blob_image(h=120, w=160, bg=(40, 120, 40), fg=(220, 40, 40)):
 
 def test_central_blob_is_more_salient_than_background():
     img = _blob_image()
-    sal = lowlevel_saliency(img)
+    sal = contrast_saliency(img)
     inside = sal[45:75, 65:95].mean()
     outside = np.concatenate([sal[:30].ravel(), sal[-30:].ravel()]).mean()
     assert inside > 0.8
@@ -40,7 +40,7 @@ def test_central_blob_is_more_salient_than_background():
 ])
 def test_values_in_unit_interval_shape_and_dtype(kwargs):
     img = _random_blocks(64, 80, 0)
-    sal = lowlevel_saliency(img, n_segments=50, **kwargs)
+    sal = contrast_saliency(img, n_segments=50, **kwargs)
     assert sal.shape == (64, 80)
     assert sal.dtype == np.float32
     assert sal.min() >= 0.0 and sal.max() <= 1.0
@@ -51,7 +51,7 @@ def test_blob_wins_in_every_variant_of_eq5():
     # Plain Eq. 5 (no spatial weight, no distribution, no centre prior) must still rank the
     # small distinct blob above the large uniform background.
     img = _blob_image()
-    sal = lowlevel_saliency(img, spatial_sigma=None, use_distribution=False, center_sigma=None)
+    sal = contrast_saliency(img, spatial_sigma=None, use_distribution=False, center_sigma=None)
     assert sal[45:75, 65:95].mean() > sal[:30].mean()
 
 
@@ -59,7 +59,7 @@ def test_constant_per_superpixel_with_given_labels():
     img = _random_blocks(48, 48, 1)
     labels = slic(img, n_segments=30, compactness=10.0)
     assert labels.max() >= 5
-    sal = lowlevel_saliency(img, labels)
+    sal = contrast_saliency(img, labels)
     for lab in np.unique(labels)[:10]:
         vals = sal[labels == lab]
         assert np.ptp(vals) == 0.0
@@ -67,7 +67,7 @@ def test_constant_per_superpixel_with_given_labels():
 
 def test_uniform_image_gives_zeros_not_nan():
     img = np.full((40, 50, 3), 128, np.uint8)
-    sal = lowlevel_saliency(img, n_segments=20)
+    sal = contrast_saliency(img, n_segments=20)
     assert np.all(np.isfinite(sal))
     assert np.all(sal == 0.0)
 
@@ -76,7 +76,7 @@ def test_border_blob_still_beats_background():
     # With the centre prior, a blob at the border still scores above the background.
     img = np.full((100, 100, 3), (30, 30, 200), np.uint8)
     img[5:35, 5:35] = (250, 250, 0)
-    sal = lowlevel_saliency(img, n_segments=100)
+    sal = contrast_saliency(img, n_segments=100)
     assert sal[10:30, 10:30].mean() > sal[60:95, 60:95].mean()
 
 
@@ -88,16 +88,16 @@ def test_border_blob_still_beats_background():
 ])
 def test_bad_image_raises(bad):
     with pytest.raises(ValueError):
-        lowlevel_saliency(bad)
+        contrast_saliency(bad)
 
 
 def test_bad_labels_and_params_raise():
     img = _blob_image(40, 40)
     with pytest.raises(ValueError):
-        lowlevel_saliency(img, np.zeros((20, 20), np.int32))
+        contrast_saliency(img, np.zeros((20, 20), np.int32))
     with pytest.raises(ValueError):
-        lowlevel_saliency(img, np.zeros((40, 40), np.float32))
+        contrast_saliency(img, np.zeros((40, 40), np.float32))
     with pytest.raises(ValueError):
-        lowlevel_saliency(img, color_sigma=0.0)
+        contrast_saliency(img, color_sigma=0.0)
     with pytest.raises(ValueError):
-        lowlevel_saliency(img, spatial_sigma=-1.0)
+        contrast_saliency(img, spatial_sigma=-1.0)

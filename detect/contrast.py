@@ -1,4 +1,4 @@
-"""Low-level colour-contrast saliency over SLIC superpixels.
+"""The ``contrast`` detector: low-level colour-contrast saliency over SLIC superpixels.
 
 This is the low-level saliency map ``S_l`` of GradSal (the DCNN gradient-descent saliency
 paper, ``../shared/papers/gradsal-dcnn-gradient-descent-saliency.txt``, Sec. 3.3, Eq. 5),
@@ -50,7 +50,7 @@ Decisions the papers leave open, with the reason:
   rather than NaN.
 
 Everything is vectorised over an ``(n, n)`` matrix of superpixel pairs (``n`` is a few
-hundred), and per-pixel work goes through the numba kernels of :mod:`superpixels`.
+hundred), and per-pixel work goes through the numba kernels of :mod:`superpixels.regions`.
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from superpixels import broadcast, check_rgb_image, region_centroid, region_count, region_mean, slic
+from superpixels import broadcast, check_image, check_labels, check_weight, region_centroid, region_count, region_mean, slic
 
-__all__ = ["lowlevel_saliency"]
+__all__ = ["contrast_saliency"]
 
 
 def _minmax(values):
@@ -72,7 +72,7 @@ def _minmax(values):
     return (values - lo) / span
 
 
-def lowlevel_saliency(image, labels=None, *, n_segments=300, compactness=10.0,
+def contrast_saliency(image, labels=None, *, n_segments=300, compactness=10.0,
                       spatial_sigma=0.2, color_sigma=10.0, use_distribution=True,
                       center_sigma=0.25):
     """Colour-contrast saliency with colour distribution and a centre prior.
@@ -118,22 +118,18 @@ def lowlevel_saliency(image, labels=None, *, n_segments=300, compactness=10.0,
     .. [3] M.-M. Cheng et al., "Global contrast based salient region detection",
            IEEE TPAMI 37(3), 2015.
     """
-    check_rgb_image(image, min_side=2)
+    image = check_image(image, min_side=2)
+    color_sigma = check_weight(color_sigma, "color_sigma", positive=True)
+    if spatial_sigma is not None:
+        spatial_sigma = check_weight(spatial_sigma, "spatial_sigma", positive=True)
+    if center_sigma is not None:
+        center_sigma = check_weight(center_sigma, "center_sigma", positive=True)
     h, w = image.shape[:2]
     if labels is None:
         labels = slic(image, n_segments=n_segments, compactness=compactness)
     else:
-        labels = np.asarray(labels)
-        if labels.shape != (h, w) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(
-                f"labels must be an integer ({h}, {w}) array matching the image; "
-                f"got {labels.dtype} {labels.shape}"
-            )
-        if labels.min() < 0:
-            raise ValueError("labels must be non-negative superpixel indices")
+        labels, _ = check_labels(labels, shape=(h, w))
         labels = labels.astype(np.int32, copy=False)
-    if color_sigma <= 0:
-        raise ValueError(f"color_sigma must be > 0; got {color_sigma}")
     n = int(labels.max()) + 1
 
     # Step 1: mean LAB colour per superpixel (cv2 on float32 RGB in [0,1] gives true
@@ -154,8 +150,6 @@ def lowlevel_saliency(image, labels=None, *, n_segments=300, compactness=10.0,
     # Eq. 5: GC_i = sum_j ||C_i - C_j||_2, weighted by area (and spatial proximity).
     wmat = np.broadcast_to(weight[None, :], (n, n))
     if spatial_sigma is not None:
-        if spatial_sigma <= 0:
-            raise ValueError(f"spatial_sigma must be > 0 or None; got {spatial_sigma}")
         wmat = wmat * np.exp(-pdist2 / (2.0 * spatial_sigma ** 2))
     contrast = (wmat * cdist).sum(axis=1)
 
@@ -174,8 +168,6 @@ def lowlevel_saliency(image, labels=None, *, n_segments=300, compactness=10.0,
 
     # Step 5: centre prior.
     if center_sigma is not None:
-        if center_sigma <= 0:
-            raise ValueError(f"center_sigma must be > 0 or None; got {center_sigma}")
         d2 = ((pos[present] - 0.5) ** 2).sum(axis=1)
         sal = sal * np.exp(-d2 / (2.0 * center_sigma ** 2))
 
