@@ -1,9 +1,11 @@
 """Stage parameters from defaults, a TOML file and ``--set stage.param=value``.
 
-The TOML file has one table per stage (``[gradsal]\nsteps = 8``); a ``[run]`` table may hold the
-run options (pool, gt, priors, out, jobs, scheduler, max_side). Precedence: defaults < file <
-``--set``. Every unknown stage, unknown key or badly typed value is a :class:`ConfigError` that names
-it.
+The TOML file has one table per stage (``[gradsal]\nsteps = 8``; ``[pool]\nmax_side = 1024``); a
+``[run]`` table may hold the run options (pool, gt, priors, out, jobs, scheduler, device, threads:
+:class:`pipeline.runner.RunOptions`). Precedence: defaults < file < ``--set`` (and command-line flags
+over ``[run]``). Every unknown stage, unknown key or badly typed value is a :class:`ConfigError` that
+names it; the ranges of the values are checked by the runner before a run starts
+(:func:`pipeline.registry.param_problems`). An old stage name (``slic500``) still works, with a notice.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import registry
+from pipeline.runner import RUN_OPTION_KEYS
 
-RUN_KEYS = {"pool", "gt", "priors", "out", "jobs", "scheduler"}
+RUN_KEYS = set(RUN_OPTION_KEYS)
 
 
 class ConfigError(ValueError):
@@ -94,9 +97,13 @@ def parse_set_option(text: str) -> tuple[str, str, str]:
 
 
 def build_params(
-    config_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    notices: list[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parameters of every registered stage, and the ``[run]`` options of the file.
+
+    ``notices`` (optional) receives one line per deprecated stage name used.
 
     Returns
     -------
@@ -110,6 +117,12 @@ def build_params(
     run_options: dict[str, Any] = {}
 
     def set_value(stage_name: str, key: str, raw: Any, where: str):
+        if stage_name in registry.ALIASES:
+            new = registry.canonical(stage_name)
+            if notices is not None:
+                notices.append(f"{where}: stage {stage_name} is now called {new}; the old name will be "
+                               "removed in the next release")
+            stage_name = new
         if stage_name not in stages:
             raise ConfigError(f"{where}: unknown stage {stage_name!r} (known: {', '.join(sorted(stages))})")
         field_names = {f.name for f in dataclasses.fields(stages[stage_name].params)}

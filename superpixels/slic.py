@@ -41,7 +41,7 @@ def relabel(labels: np.ndarray) -> np.ndarray:
 
 def slic(
     image: np.ndarray,
-    n_segments: int = 100,
+    n_segments: int,
     compactness: float = 10.0,
     *,
     backend: str = "opencv",
@@ -54,7 +54,8 @@ def slic(
     image : (H, W, 3) ndarray of uint8
         RGB image.
     n_segments : int
-        Approximate number of superpixels (GradSal: 100; MIJR: 500).
+        Approximate number of superpixels. No default: each method states its paper's value
+        (GradSal Sec. 3.2: 100; MIJR Sec. III-A: 500; the contrast prior: 300).
     compactness : float
         Balance of colour and space proximity (GradSal Sec. 3.2: 10).
     backend : {"skimage", "opencv"}

@@ -15,7 +15,7 @@ from .reports import contact_sheet, markdown_table, write_report
 
 
 def evaluate_run(*, map_dirs, gt_dir, out_dir, image_dir=None, n_rows: int = 6, echo=print,
-                 n_jobs: int = 1) -> EvaluationResult:
+                 n_jobs: int = 1, stems=None) -> EvaluationResult:
     """The runner's evaluation step: score every map folder of a run against ``gt_dir``.
 
     Parameters
@@ -34,12 +34,15 @@ def evaluate_run(*, map_dirs, gt_dir, out_dir, image_dir=None, n_rows: int = 6, 
         Receives each line to show: ``notice: ...`` lines, then the metrics table.
     n_jobs : int, optional
         Methods scored in parallel processes.
+    stems : sequence of str, optional
+        The run's images: only these are scored, and a stem with a mask but no map is reported
+        as missing (default: every GT stem).
 
     Returns
     -------
     EvaluationResult
     """
-    result = evaluate_methods(dict(map_dirs), gt_dir, n_jobs=n_jobs, log=False)
+    result = evaluate_methods(dict(map_dirs), gt_dir, stems=stems, n_jobs=n_jobs, log=False)
     for line in result.notices:
         echo(f"notice: {line}")
     if not result.methods:

@@ -1,9 +1,9 @@
-"""MIJR Sec. III-A stages: ``slic500``, ``proposals``, ``dense_sift`` (per image), ``siftflow`` and
+"""MIJR Sec. III-A stages: ``slic``, ``proposals``, ``dense_sift`` (per image), ``siftflow`` and
 ``alignment`` (per (target, neighbour) pair of the ``neighbours`` stage).
 
 Working resolution: dense SIFT and SIFT-Flow run on the image resized to ``size x size`` (256,
 aspect ratio not kept: the two images of a pair then share one grid, as in SIFT-Flow scene
-alignment, and a 2048-pixel image does not make a 500 MB SIFT image). ``slic500`` and
+alignment, and a 2048-pixel image does not make a 500 MB SIFT image). ``slic`` and
 ``proposals`` are at the image's own size, because downstream stages (relearn) index superpixels
 and boxes of the full image. ``alignment`` resamples the label maps to the working grid (nearest)
 and scales the boxes; a superpixel that vanishes in that resampling (tiny slivers only) gets
@@ -12,13 +12,13 @@ match -1 and distance inf.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 
 from alignment import bilevel_alignment, dense_sift, pixel_features, proposals, sift_flow
-from pipeline.registry import NoParams, Stage, register
+from pipeline.registry import Stage, param, register, register_alias
 from superpixels import slic
 
 
@@ -29,68 +29,139 @@ def _work(image, size):
 
 
 @dataclass(frozen=True)
-class Slic500Params:
-    """n_segments: SLIC superpixels per image (MIJR: 500); compactness: SLIC's ruler."""
+class SlicParams:
+    """Parameters of ``slic`` (:func:`superpixels.slic`).
 
-    n_segments: int = 500
-    compactness: float = 10.0
+    Parameters
+    ----------
+    n_segments : int
+        SLIC superpixels per image (MIJR Sec. III-A: 500).
+    compactness : float
+        SLIC's balance of colour and space proximity.
+    """
+
+    n_segments: int = param(500, ge=1)
+    compactness: float = param(10.0, gt=0)
 
 
-def run_slic500(inputs, params):
-    return {"labels": slic(inputs["pool"]["image"], n_segments=params.n_segments,
-                           compactness=params.compactness)}
+def run_slic(inputs, params: SlicParams, ctx):
+    return {"labels": slic(inputs["pool"]["image"], **asdict(params))}
 
 
 @dataclass(frozen=True)
 class ProposalsParams:
-    """n_candidates: EdgeBoxes boxes (MIJR: 1000); n_select: V kept by Eq. 4 (MIJR: 100);
-    spread_weight: weight of Eq. 4's normalised spread term; edge_model: optional structured-edge
-    model file (empty: the gradient edge map)."""
+    """Parameters of ``proposals`` (:func:`alignment.proposals`).
 
-    n_candidates: int = 1000
-    n_select: int = 100
-    spread_weight: float = 1.0
-    edge_model: str = ""
+    Parameters
+    ----------
+    n_candidates : int
+        EdgeBoxes candidate boxes (MIJR: 1000).
+    n_select : int
+        Boxes V kept by the Eq. 4 selection (MIJR: 100).
+    spread_weight : float
+        Weight of Eq. 4's normalised spread term.
+    edge_model : str or None
+        Structured-edge model file (None: the gradient edge map); its bytes are hashed into the key.
+    """
+
+    n_candidates: int = param(1000, ge=1)
+    n_select: int = param(100, ge=1)
+    spread_weight: float = param(1.0, ge=0)
+    edge_model: str | None = param(None, path=True)
 
 
-def run_proposals(inputs, params):
-    model = params.edge_model or None  # a path: alignment.proposals loads it once per process
-    p = proposals(inputs["pool"]["image"], n_candidates=params.n_candidates,
-                  n_select=params.n_select, edge_model=model, spread_weight=params.spread_weight)
+def run_proposals(inputs, params: ProposalsParams, ctx):
+    # edge_model is a path: alignment.proposals loads the model once per process.
+    p = proposals(inputs["pool"]["image"], **asdict(params))
     return {"boxes": p.boxes, "scores": p.scores}
 
 
 @dataclass(frozen=True)
 class DenseSiftParams:
-    """size: side of the square working grid (256); cell_size: SIFT cell side (SIFT-Flow: 3)."""
+    """Parameters of ``dense_sift``.
 
-    size: int = 256
-    cell_size: int = 3
+    Parameters
+    ----------
+    size : int
+        Side of the square working grid the image is resized to (256).
+    cell_size : int
+        SIFT cell side in pixels (SIFT-Flow: 3).
+    clip : float or None
+        Clipping of the normalised descriptor before quantisation (None: none).
+    """
+
+    size: int = param(256, ge=16)
+    cell_size: int = param(3, ge=1)
+    clip: float | None = param(0.2, gt=0, le=1)
 
 
-def run_dense_sift(inputs, params):
-    if params.size < 16:
-        raise ValueError(f"size must be >= 16, got {params.size}")
+def run_dense_sift(inputs, params: DenseSiftParams, ctx):
     work = _work(inputs["pool"]["image"], params.size)
-    return {"descriptors": dense_sift(work, cell_size=params.cell_size)}
+    return {"descriptors": dense_sift(work, cell_size=params.cell_size, clip=params.clip)}
 
 
-def run_siftflow(inputs_a, inputs_b, inputs_pair, params):
-    f = sift_flow(inputs_a["dense_sift"]["descriptors"], inputs_b["dense_sift"]["descriptors"])
+@dataclass(frozen=True)
+class SiftFlowParams:
+    """Parameters of ``siftflow`` (:func:`alignment.sift_flow`; the reference demo's values).
+
+    Parameters
+    ----------
+    alpha : float
+        Weight of the L1 smoothness term, per pixel of flow difference.
+    d : float
+        Truncation of the smoothness (and data) term.
+    gamma : float
+        Small-displacement weight at the finest level.
+    n_levels : int
+        Pyramid levels.
+    window : int
+        Search radius around the up-sampled coarser flow at the finest level.
+    top_window : int
+        Search radius at the coarsest level.
+    n_top_iterations : int
+        Belief-propagation iterations at the coarsest level.
+    n_iterations : int
+        Belief-propagation iterations at the other levels.
+    """
+
+    alpha: float = param(2 * 255, gt=0)
+    d: float = param(40 * 255, gt=0)
+    gamma: float = param(0.005 * 255, ge=0)
+    n_levels: int = param(4, ge=1)
+    window: int = param(2, ge=0)
+    top_window: int = param(10, ge=0)
+    n_top_iterations: int = param(60, ge=1)
+    n_iterations: int = param(30, ge=1)
+
+
+def run_siftflow(inputs_a, inputs_b, inputs_pair, params: SiftFlowParams, ctx):
+    f = sift_flow(inputs_a["dense_sift"]["descriptors"], inputs_b["dense_sift"]["descriptors"], **asdict(params))
     return {"vx": f.vx, "vy": f.vy, "cost": f.cost}
 
 
 @dataclass(frozen=True)
 class AlignmentParams:
-    """k_init: initial K of the top-K scheme (MIJR: 10); object_weight: weight of Eq. 1's
-    proposal term; colour_weight: Lab weight in f (0 = SIFT only); window, stride: flow-guided
-    window of QS (see alignment.bilevel)."""
+    """Parameters of ``alignment`` (:func:`alignment.bilevel_alignment`, :func:`alignment.pixel_features`).
 
-    k_init: int = 10
-    object_weight: float = 1.0
-    colour_weight: float = 10.0
-    window: int = 4
-    stride: int = 4
+    Parameters
+    ----------
+    k_init : int
+        Initial K of the top-K scheme (MIJR: 10).
+    object_weight : float
+        Weight of Eq. 1's proposal term.
+    colour_weight : float
+        Weight of the Lab colour in the pixel feature f (0: SIFT only, the paper's f).
+    window : int
+        Half-size of the flow-guided window of QS, in pixels.
+    stride : int
+        Step between the offsets of that window.
+    """
+
+    k_init: int = param(10, ge=1)
+    object_weight: float = param(1.0, ge=0)
+    colour_weight: float = param(10.0, ge=0)
+    window: int = param(4, ge=0)
+    stride: int = param(4, ge=1)
 
 
 def _to_work(labels, boxes, size):
@@ -107,14 +178,14 @@ def _to_work(labels, boxes, size):
     return lab, b
 
 
-def run_alignment(inputs_a, inputs_b, inputs_pair, params):
+def run_alignment(inputs_a, inputs_b, inputs_pair, params: AlignmentParams, ctx):
     da = inputs_a["dense_sift"]["descriptors"]
     db = inputs_b["dense_sift"]["descriptors"]
     size = da.shape[0]
-    la_full = inputs_a["slic500"]["labels"]
+    la_full = inputs_a["slic"]["labels"]
     n_a = int(la_full.max()) + 1
     la, ba = _to_work(la_full, inputs_a["proposals"]["boxes"], size)
-    lb, bb = _to_work(inputs_b["slic500"]["labels"], inputs_b["proposals"]["boxes"], db.shape[0])
+    lb, bb = _to_work(inputs_b["slic"]["labels"], inputs_b["proposals"]["boxes"], db.shape[0])
     fa = pixel_features(_work(inputs_a["pool"]["image"], size), da, colour_weight=params.colour_weight)
     fb = pixel_features(_work(inputs_b["pool"]["image"], db.shape[0]), db,
                         colour_weight=params.colour_weight)
@@ -132,19 +203,20 @@ def run_alignment(inputs_a, inputs_b, inputs_pair, params):
             "k_schedule": r.k_schedule, "objective": r.objective}
 
 
-register(Stage(name="slic500", version="1", inputs=("pool",), params=Slic500Params,
-               granularity="image", func=run_slic500,
-               doc="SLIC superpixels, 500 per image (MIJR Sec. III-A)"))
+register(Stage(name="slic", version="1", inputs=("pool",), params=SlicParams, granularity="image",
+               func=run_slic, method=slic, doc="SLIC superpixels, 500 per image (MIJR Sec. III-A)"))
+register_alias("slic500", "slic")
 register(Stage(name="proposals", version="1", inputs=("pool",), params=ProposalsParams,
-               granularity="image", func=run_proposals,
+               granularity="image", func=run_proposals, method=proposals,
                doc="EdgeBoxes 1000 -> 100 proposals selected by Eq. 4 (MIJR Sec. III-A)"))
 register(Stage(name="dense_sift", version="1", inputs=("pool",), params=DenseSiftParams,
-               granularity="image", func=run_dense_sift,
+               granularity="image", func=run_dense_sift, method=dense_sift,
                doc="dense SIFT image on the 256x256 working grid (SIFT-Flow)"))
-register(Stage(name="siftflow", version="1", inputs=("dense_sift",), params=NoParams,
-               granularity="pair", func=run_siftflow,
+register(Stage(name="siftflow", version="1", inputs=("dense_sift",), params=SiftFlowParams,
+               granularity="pair", func=run_siftflow, method=sift_flow, pairs_from="neighbours",
                doc="SIFT-Flow from target to neighbour: vx, vy, L2 matching cost"))
 register(Stage(name="alignment", version="1",
-               inputs=("pool", "slic500", "proposals", "dense_sift", "siftflow"),
-               params=AlignmentParams, granularity="pair", func=run_alignment,
+               inputs=("pool", "slic", "proposals", "dense_sift", "siftflow"),
+               params=AlignmentParams, granularity="pair", func=run_alignment, method=bilevel_alignment,
+               pairs_from="neighbours",
                doc="bi-level superpixel + proposal alignment, Q_M and Q_P (MIJR Eq. 1-3)"))

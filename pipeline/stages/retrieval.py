@@ -14,63 +14,65 @@ and distance +inf.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.registry import Stage, register
+from pipeline.registry import Stage, param, register
 from retrieval import GIST_WEIGHT, HOG_WEIGHT, centre_pool, descriptor, nearest_neighbours
 
 
 @dataclass(frozen=True)
 class GistHogParams:
-    """Parameters of ``gist_hog``.
+    """Parameters of ``gist_hog`` (:func:`retrieval.descriptor`).
 
-    size : GIST square side (LEAR / Oliva-Torralba: 256).
-    hog_size : HOG square side (96: 12 x 12 cells of 8 px, pooled to 4 x 4 x 9).
-    gist_weight, hog_weight : shares of GIST and HOG in the squared retrieval distance (0.5 each;
-        the paper gives none). They matter only with ``neighbours.centre = false``: pool centring
-        re-normalises each part and applies the ``neighbours`` weights instead.
+    Parameters
+    ----------
+    size : int
+        GIST square side (LEAR / Oliva-Torralba: 256).
+    hog_size : int
+        HOG square side (96: 12 x 12 cells of 8 px, pooled to 4 x 4 x 9).
+    gist_weight, hog_weight : float
+        Shares of GIST and HOG in the squared retrieval distance (0.5 each; the paper gives none).
+        They matter only with ``neighbours.centre = false``: pool centring re-normalises each part
+        and applies the ``neighbours`` weights instead.
     """
 
-    size: int = 256
-    hog_size: int = 96
-    gist_weight: float = GIST_WEIGHT
-    hog_weight: float = HOG_WEIGHT
+    size: int = param(256, ge=8)
+    hog_size: int = param(96, ge=32)
+    gist_weight: float = param(GIST_WEIGHT, ge=0)
+    hog_weight: float = param(HOG_WEIGHT, ge=0)
 
 
-def run_gist_hog(inputs, params: GistHogParams):
-    image = inputs["pool"]["image"]
-    d = descriptor(image, size=params.size, hog_size=params.hog_size,
-                   gist_weight=params.gist_weight, hog_weight=params.hog_weight)
-    return {"descriptor": d}
+def run_gist_hog(inputs, params: GistHogParams, ctx):
+    return {"descriptor": descriptor(inputs["pool"]["image"], **asdict(params))}
 
 
 @dataclass(frozen=True)
 class NeighboursParams:
     """Parameters of ``neighbours``.
 
-    k : neighbours per image (MIJR Sec. III: at most 5).
-    method : "exact" (chunked brute force) or "pca" (approximate: PCA candidates re-ranked exactly).
-    centre : subtract each descriptor part's pool mean first (:func:`retrieval.centre_pool`;
-        raises the GT-mask IoU of the neighbours on ECSSD and DUTS-TR-1k, see bench_retrieval).
-    gist_weight, hog_weight : the shares used after centring (0.5 each).
+    Parameters
+    ----------
+    k : int
+        Neighbours per image (MIJR Sec. III: at most 5).
+    method : str
+        ``exact`` (chunked brute force) or ``pca`` (approximate: PCA candidates re-ranked exactly).
+    centre : bool
+        Subtract each descriptor part's pool mean first (:func:`retrieval.centre_pool`; raises the
+        GT-mask IoU of the neighbours on ECSSD and DUTS-TR-1k, see bench_retrieval).
+    gist_weight, hog_weight : float
+        The shares of the two parts after centring (0.5 each).
     """
 
-    k: int = 5
-    method: str = "exact"
+    k: int = param(5, ge=1)
+    method: str = param("exact", choices=("exact", "pca"))
     centre: bool = True
-    gist_weight: float = GIST_WEIGHT
-    hog_weight: float = HOG_WEIGHT
-
-    def __post_init__(self):
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k must be an int >= 1, got {self.k!r}")
-        if self.method not in ("exact", "pca"):
-            raise ValueError(f"method must be 'exact' or 'pca', got {self.method!r}")
+    gist_weight: float = param(GIST_WEIGHT, ge=0)
+    hog_weight: float = param(HOG_WEIGHT, ge=0)
 
 
-def run_neighbours(inputs, params: NeighboursParams):
+def run_neighbours(inputs, params: NeighboursParams, ctx):
     table = inputs["gist_hog"]
     stems = sorted(str(s) for s in table)
     if not stems:
@@ -88,9 +90,9 @@ def run_neighbours(inputs, params: NeighboursParams):
 
 
 register(Stage(name="gist_hog", version="2", inputs=("pool",), params=GistHogParams,
-               granularity="image", func=run_gist_hog,
+               granularity="image", func=run_gist_hog, method=descriptor,
                doc="GIST + HOG retrieval descriptor (MIJR Sec. III; LEAR GIST, pooled HOG)"))
 
 register(Stage(name="neighbours", version="2", inputs=("gist_hog",), params=NeighboursParams,
-               granularity="pool", func=run_neighbours,
+               granularity="pool", func=run_neighbours, method=nearest_neighbours,
                doc="top-5 most similar pool images of every image by GIST + HOG (MIJR Sec. III)"))

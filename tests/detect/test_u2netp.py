@@ -60,16 +60,6 @@ def test_black_image_gives_finite_map():
     assert m.shape == (40, 60) and np.isfinite(m).all() and m.min() >= 0 and m.max() <= 1
 
 
-def test_stage_declaration():
-    registry = pytest.importorskip("pipeline.registry")
-    import pipeline.stages.priors_u2netp as mod
-
-    stage = registry.get("u2netp")
-    assert stage.granularity == "image" and stage.produces_map and stage.inputs == ("pool",)
-    out = mod.run_u2netp([{"pool": {"image": skimage.data.coffee()}}], stage.default_params())
-    assert out[0]["map"].shape == skimage.data.coffee().shape[:2]
-
-
 def test_missing_rembg_package_is_a_clear_error(monkeypatch):
     import importlib.util
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.registry import Stage, register
+from pipeline.registry import ModelSlot, Resources, Stage, register
 
 
 @dataclass(frozen=True)
@@ -13,7 +13,7 @@ class MeanParams:
     scale: float = 1.0
 
 
-def run_mean(inputs, params):
+def run_mean(inputs, params, ctx):
     image = inputs["pool"]["image"].astype(np.float32)
     gray = image.mean(axis=2) / 255.0
     return {"map": np.clip(gray * params.scale, 0, 1).astype(np.float32)}
@@ -23,13 +23,18 @@ def run_mean(inputs, params):
 class SlowParams:
     delay: float = 0.0
     fail_on: str = ""
+    crash_on: str = ""
 
 
-def run_slow(inputs, params):
+def run_slow(inputs, params, ctx):
+    import os
+
     time.sleep(params.delay)
     image = inputs["pool"]["image"]
     if params.fail_on and image.shape[0] == int(params.fail_on):
         raise ValueError(f"refusing images of height {params.fail_on}")
+    if params.crash_on and image.shape[0] == int(params.crash_on):
+        os._exit(3)  # a worker dying in native code
     return {"map": (image[..., 0] / 255.0).astype(np.float32)}
 
 
@@ -38,16 +43,16 @@ class NoParams:
     pass
 
 
-def run_after(inputs, params):
+def run_after(inputs, params, ctx):
     return {"map": (1.0 - inputs["test_mean"]["map"]).astype(np.float32)}
 
 
-def run_count(inputs, params):
+def run_count(inputs, params, ctx):
     maps = inputs["test_mean"]
     return {"stems": np.array(sorted(maps)), "means": np.array([maps[s]["map"].mean() for s in sorted(maps)])}
 
 
-def run_batch(batch, params):
+def run_batch(batch, params, ctx):
     return [{"map": (b["pool"]["image"][..., 1] / 255.0).astype(np.float32)} for b in batch]
 
 
@@ -55,7 +60,8 @@ register(Stage("test_mean", "1", ("pool",), MeanParams, "image", run_mean, doc="
 register(Stage("test_slow", "1", ("pool",), SlowParams, "image", run_slow, doc="test", produces_map=True))
 register(Stage("test_after", "1", ("test_mean",), NoParams, "image", run_after, doc="test", produces_map=True))
 register(Stage("test_count", "1", ("test_mean",), NoParams, "pool", run_count, doc="test"))
-register(Stage("test_batch", "1", ("pool",), NoParams, "image", run_batch, doc="test", produces_map=True, batch=3))
+register(Stage("test_batch", "1", ("pool",), NoParams, "image", run_batch, doc="test", produces_map=True, batched=True,
+               resources=Resources(cpu_batch=3)))
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,98 @@ class PromoteParams:
     prior: str = "test_mean"
 
 
-def run_promote(inputs, params):
+def run_promote(inputs, params, ctx):
     return {"map": np.sqrt(inputs[params.prior]["map"]).astype(np.float32)}
 
 
 register(Stage("test_promote", "1", ("pool",), PromoteParams, "image", run_promote, doc="test",
                produces_map=True, prior_params=("prior",)))
+
+
+# ---- a toy learned stage: per-pixel logistic regression of colour -> GT, trained on a pool
+
+
+@dataclass(frozen=True)
+class ColourFitParams:
+    """Trainer of ``test_colour``.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the pixel sampling.
+    pixels : int
+        Pixels sampled per image.
+    """
+
+    seed: int = 0
+    pixels: int = 200
+
+
+def run_colour_fit(inputs, params, ctx):
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.models import model_result
+
+    rng = np.random.default_rng(params.seed)
+    xs, ys = [], []
+    for stem in sorted(inputs["gt"]):
+        image = inputs["pool"][stem]["image"].reshape(-1, 3) / 255.0
+        mask = inputs["gt"][stem]["mask"].reshape(-1)
+        pick = rng.choice(mask.size, size=min(params.pixels, mask.size), replace=False)
+        xs.append(image[pick])
+        ys.append(mask[pick])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    clf = LogisticRegression().fit(x, y)
+    return model_result({"coef": clf.coef_[0], "intercept": clf.intercept_},
+                        {"stage": "test_colour", "hparams": {"inputs": "rgb"},
+                         "training": {"seconds": 0.01, "data": {"images": len(xs)}},
+                         "validation": {"train_accuracy": float(clf.score(x, y))}})
+
+
+@dataclass(frozen=True)
+class ColourParams:
+    """A toy learned detector.
+
+    Parameters
+    ----------
+    model : str
+        ``train``, a model file, or a shipped model name.
+    """
+
+    model: str = "toy-colour"
+
+
+def run_colour(inputs, params, ctx):
+    model = ctx.model.load()
+    image = inputs["pool"]["image"] / 255.0
+    z = image @ model.arrays["coef"] + model.arrays["intercept"][0]
+    return {"map": (1.0 / (1.0 + np.exp(-z))).astype(np.float32)}
+
+
+register(Stage("test_colour_fit", "1", ("pool", "gt"), ColourFitParams, "pool", run_colour_fit, doc="test"))
+register(Stage("test_colour", "1", ("pool",), ColourParams, "image", run_colour, doc="test", produces_map=True,
+               learned=ModelSlot(trainer="test_colour_fit")))
+register(Stage("test_after_colour", "1", ("test_colour",), NoParams, "image",
+               lambda inputs, params, ctx: {"map": (1.0 - inputs["test_colour"]["map"]).astype(np.float32)},
+               doc="test", produces_map=True))
+
+
+# ---- a toy pair stage over its own pair table
+
+
+def run_pair_table(inputs, params, ctx):
+    stems = sorted(inputs["pool"])
+    n = len(stems)
+    index = np.array([[(i + 1) % n, (i + 2) % n] for i in range(n)], dtype=np.int64) if n > 2 else \
+        np.full((n, 2), -1, np.int64)
+    return {"stems": np.array(stems), "index": index}
+
+
+def run_pair_diff(inputs_a, inputs_b, inputs_pair, params, ctx):
+    a, b = inputs_a["test_mean"]["map"], inputs_b["test_mean"]["map"]
+    return {"diff": np.float64(a.mean() - b.mean()), "target": np.array(ctx.item[0]), "other": np.array(ctx.item[1])}
+
+
+register(Stage("test_pair_table", "1", ("pool",), NoParams, "pool", run_pair_table, doc="test"))
+register(Stage("test_pair_diff", "1", ("test_mean",), NoParams, "pair", run_pair_diff, doc="test",
+               pairs_from="test_pair_table"))

@@ -83,7 +83,7 @@ def test_user_errors_are_one_line_without_traceback(tiny_pool, tmp_path):
         (["run", "--stages", "test_mean", "--pool", str(tmp_path / "nope")], "does not exist"),
         (["run", "--stages", "nosuch", "--pool", str(tiny_pool)], "unknown stage 'nosuch'"),
         (["run", "--stages", "test_mean", "--pool", str(tiny_pool), "--set", "test_mean.bad=1"], "unknown parameter test_mean.bad"),
-        (["run", "--stages", "test_mean", "--pool", str(tiny_pool), "--jobs", "0"], "--jobs must be a positive integer"),
+        (["run", "--stages", "test_mean", "--pool", str(tiny_pool), "--jobs", "0"], "--jobs: expected a positive integer"),
         (["run", "--stages", "test_mean", "--pool", str(tiny_pool), "--force", "pool,zzz"], "--force zzz"),
     ]
     for args, message in cases:

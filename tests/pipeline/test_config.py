@@ -23,7 +23,6 @@ def test_defaults_file_and_set_in_that_precedence(tmp_path):
         ("[test_mean]\nscael = 2\n", "unknown parameter test_mean.scael"),
         ("[nostage]\nx = 1\n", "unknown stage 'nostage'"),
         ("[pool]\nmax_side = 'big'\n", "pool.max_side: expected an integer, got 'big'"),
-        ("[pool]\nmax_side = -3\n", "max_side must be >= 0"),
         ("[run]\npoool = 'x'\n", "unknown key run.poool"),
         ("[pool\n", "not valid TOML"),
     ],

@@ -10,8 +10,8 @@ from pipeline.runner import RunError, RunOptions, run
 
 
 def _run(names, pool, out, sets=(), **kw):
-    params, _ = build_params(None, list(sets))
     lines = []
+    params, _ = build_params(None, list(sets), lines)
     opts = RunOptions(out=out, pool=pool, jobs=kw.pop("jobs", 1), progress=False, echo=lines.append, **kw)
     report = run(names, params, opts)
     return {s.name: s for s in report.stages}, lines, report
@@ -113,7 +113,41 @@ def test_any_map_stage_can_be_named_as_the_prior_of_a_promoter(tiny_pool, tmp_pa
     assert "test_mean" in stages and "test_slow" not in stages
     stages, _, _ = _run(["test_promote"], tiny_pool, tmp_path / "a", sets=["test_promote.prior=test_slow"])
     assert stages["test_slow"].computed == 4 and stages["test_promote"].computed == 4
-    with pytest.raises(RunError, match="is not a map-producing stage"):
+    with pytest.raises(RunError, match="expected a map-producing stage"):
         _run(["test_promote"], tiny_pool, tmp_path / "a", sets=["test_promote.prior=test_count"])
     with pytest.raises(RunError, match="unknown stage 'nosuch'"):
         _run(["test_promote"], tiny_pool, tmp_path / "a", sets=["test_promote.prior=nosuch"])
+
+
+def test_pair_stage_runs_over_the_pairs_of_its_source_table(tiny_pool, tmp_path):
+    stages, _, _ = _run(["test_pair_diff"], tiny_pool, tmp_path / "out")
+    assert stages["test_pair_table"].computed == 1 and stages["test_pair_diff"].computed == 8  # 4 images x 2
+    from pipeline.cache import Cache
+
+    cache = Cache(tmp_path / "out")
+    seen = set()
+    for path in (cache.root / "test_pair_diff").glob("*.npz"):
+        art = dict(np.load(path))
+        a, b = str(art["target"]), str(art["other"])
+        seen.add((a, b))
+        # each pair's result was computed from its own two images, not from another pair's
+        ma = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "out" / "test_mean" / f"{a}.png"), float)
+        mb = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "out" / "test_mean" / f"{b}.png"), float)
+        assert abs(float(art["diff"]) - (ma.mean() - mb.mean()) / 255) < 2 / 255
+    stems = [f"img{i}" for i in range(4)]
+    assert seen == {(stems[i], stems[(i + k) % 4]) for i in range(4) for k in (1, 2)}
+    again, _, report = _run(["test_pair_diff"], tiny_pool, tmp_path / "out")
+    assert report.computed == 0 and again["test_pair_diff"].cached == 8
+
+
+def test_a_stage_module_that_cannot_be_imported_is_named(monkeypatch):
+    from pipeline import registry
+
+    with pytest.raises(registry.StageLoadError, match="cannot import stage module 'tests.pipeline.nope'"):
+        registry.load_plugins("tests.pipeline.nope")
+
+
+def test_old_stage_name_works_with_a_notice(tiny_pool, tmp_path):
+    stages, lines, _ = _run(["slic500"], tiny_pool, tmp_path / "out", sets=["slic500.n_segments=4"])
+    assert stages["slic"].computed == 4
+    assert any("slic500 is now called slic" in line for line in lines)

@@ -83,11 +83,11 @@ def test_slic_two_colour_image_gives_two_groups(backend):
 
 def test_slic_rejects_bad_input():
     with pytest.raises(ValueError, match="RGB"):
-        slic(np.zeros((10, 10), np.uint8))
+        slic(np.zeros((10, 10), np.uint8), 10)
     with pytest.raises(ValueError, match="uint8"):
-        slic(np.zeros((10, 10, 3), np.float32))
+        slic(np.zeros((10, 10, 3), np.float32), 10)
     with pytest.raises(ValueError, match="backend"):
-        slic(np.zeros((10, 10, 3), np.uint8), backend="nope")
+        slic(np.zeros((10, 10, 3), np.uint8), 10, backend="nope")
 
 
 @settings(max_examples=25, deadline=None)

@@ -9,7 +9,7 @@ import pytest
 from pipeline.evaluation import AUC, SODEvaluator, evaluate_methods
 from pipeline.evaluation.metrics import METRICS
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "metric-check"
+DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "metric-check"
 
 
 def _read_gray(path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.registry import get
+from pipeline.registry import ItemContext, get, param_problems
 from pipeline.stages.retrieval import (
     GistHogParams,
     NeighboursParams,
@@ -18,7 +18,7 @@ def _pool(n, seed=0):
 
 
 def _descs(pool):
-    return {s: run_gist_hog({"pool": {"image": im}}, GistHogParams()) for s, im in pool.items()}
+    return {s: run_gist_hog({"pool": {"image": im}}, GistHogParams(), ItemContext()) for s, im in pool.items()}
 
 
 def test_registered():
@@ -32,7 +32,7 @@ def test_registered():
 def test_neighbours_table_contract(n):
     pool = _pool(n)
     descs = _descs(pool)
-    out = run_neighbours({"gist_hog": descs}, NeighboursParams())
+    out = run_neighbours({"gist_hog": descs}, NeighboursParams(), ItemContext())
     assert set(out) == {"stems", "index", "distance"}
     assert out["stems"].shape == (n,) and out["stems"].dtype.kind == "U"
     assert out["index"].shape == (n, 5) and out["index"].dtype == np.int64
@@ -47,16 +47,16 @@ def test_neighbours_table_contract(n):
 def test_duplicate_found_through_stages():
     pool = _pool(6, seed=1)
     pool["zz_copy"] = pool["img03"].copy()
-    out = run_neighbours({"gist_hog": _descs(pool)}, NeighboursParams(k=5))
+    out = run_neighbours({"gist_hog": _descs(pool)}, NeighboursParams(k=5), ItemContext())
     stems = list(out["stems"])
     a, b = stems.index("img03"), stems.index("zz_copy")
     assert out["index"][a, 0] == b and out["index"][b, 0] == a
 
 
 def test_params_validation():
-    with pytest.raises(ValueError):
-        NeighboursParams(k=0)
-    with pytest.raises(ValueError):
-        NeighboursParams(method="faiss")
-    with pytest.raises(ValueError):
-        run_neighbours({"gist_hog": {}}, NeighboursParams())
+    stage = get("neighbours")
+    assert param_problems(stage, NeighboursParams(k=0)) == ["neighbours.k = 0: expected a number >= 1, got 0"]
+    assert param_problems(stage, NeighboursParams(method="faiss")) == [
+        "neighbours.method = 'faiss': expected one of 'exact', 'pca', got 'faiss'"]
+    with pytest.raises(ValueError, match="no image has a gist_hog descriptor"):
+        run_neighbours({"gist_hog": {}}, NeighboursParams(), ItemContext())

@@ -1,4 +1,4 @@
-"""Stages ``gradsal`` and ``contrast``: declarations and one call each on a real image."""
+"""Detector stages ``u2netp``, ``gradsal`` and ``contrast``: declarations and one call each on a real image."""
 
 import dataclasses
 
@@ -7,6 +7,7 @@ import pytest
 from skimage import data
 
 from pipeline import registry
+from pipeline.registry import ItemContext
 
 
 def test_stages_are_registered_as_map_producers():
@@ -21,7 +22,7 @@ def test_stages_are_registered_as_map_producers():
 def test_contrast_stage_returns_a_unit_map():
     stage = registry.get("contrast")
     img = data.chelsea()[::2, ::2].copy()
-    out = stage.func({"pool": {"image": img}}, stage.default_params())
+    out = stage.func({"pool": {"image": img}}, stage.default_params(), ItemContext())
     m = out["map"]
     assert m.shape == img.shape[:2] and m.dtype == np.float32
     assert 0.0 <= m.min() and m.max() <= 1.0
@@ -33,9 +34,9 @@ def test_gradsal_stage_returns_maps_and_label(backbone):
 
     # Reuse the session's single-thread backbone instead of loading a second copy.
     load_once(("backbone", "efficientnet_lite0", "cpu"), lambda: backbone)
-    params = dataclasses.replace(stage.default_params(), steps=3, device="cpu")
+    params = dataclasses.replace(stage.default_params(), steps=3)
     img = data.chelsea()[::2, ::2].copy()
-    out = stage.func({"pool": {"image": img}}, params)
+    out = stage.func({"pool": {"image": img}}, params, ItemContext(device="cpu"))
     for key in ("map", "raw", "smoothed"):
         assert out[key].shape == img.shape[:2] and out[key].dtype == np.float32
         assert 0.0 <= out[key].min() and out[key].max() <= 1.0
@@ -47,6 +48,17 @@ def test_gradsal_stage_rejects_a_bad_image(backbone):
     from backbones import load_once
 
     load_once(("backbone", "efficientnet_lite0", "cpu"), lambda: backbone)
-    params = dataclasses.replace(stage.default_params(), device="cpu")
+    params = stage.default_params()
     with pytest.raises(ValueError):
-        stage.func({"pool": {"image": np.zeros((10, 10), np.uint8)}}, params)
+        stage.func({"pool": {"image": np.zeros((10, 10), np.uint8)}}, params, ItemContext(device="cpu"))
+
+
+def test_u2netp_stage_is_batched_and_returns_one_map_per_image():
+    stage = registry.get("u2netp")
+    assert stage.granularity == "image" and stage.produces_map and stage.batched and stage.inputs == ("pool",)
+    coffee, cat = data.coffee()[::2, ::2].copy(), data.chelsea()[::2, ::2].copy()
+    out = stage.func([{"pool": {"image": coffee}}, {"pool": {"image": cat}}], stage.default_params(), ItemContext())
+    assert [o["map"].shape for o in out] == [coffee.shape[:2], cat.shape[:2]]
+    # Each output belongs to its own input: the batch result equals one call per image.
+    alone = stage.func([{"pool": {"image": cat}}], stage.default_params(), ItemContext())
+    np.testing.assert_allclose(out[1]["map"], alone[0]["map"], atol=1e-5)

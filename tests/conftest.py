@@ -1,14 +1,17 @@
+"""Fixtures shared by several test folders."""
+
 import pytest
-import torch
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def backbone():
     """The real EfficientNet-Lite0 on the CPU, run with one intra-op thread.
 
     One thread because the test machine is shared: two spinning OpenMP threads against other
     processes made each forward+backward several times slower.
     """
+    import torch
+
     from backbones import load_backbone
 
     threads = torch.get_num_threads()
