@@ -901,6 +901,10 @@ class Runner:
             (self.cache.root / ".probe").unlink()
         except OSError as exc:
             raise RunError(f"cache folder {self.cache.root} cannot be written ({exc.strerror or exc})") from None
+        # Temporary files of writes a killed run left behind (never renamed into place: not results).
+        # Safe to remove: the run lock is held, so no other run is writing here.
+        for tmp in self.cache.root.glob("*/.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def _run_all(self, order):
         for name in order:

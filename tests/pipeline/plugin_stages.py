@@ -90,10 +90,13 @@ class ColourFitParams:
         Seed of the pixel sampling.
     pixels : int
         Pixels sampled per image.
+    delay : float
+        Seconds of sleep before fitting (for the fault tests).
     """
 
     seed: int = 0
     pixels: int = 200
+    delay: float = 0.0
 
 
 def run_colour_fit(inputs, params, ctx):
@@ -101,6 +104,7 @@ def run_colour_fit(inputs, params, ctx):
 
     from pipeline.models import model_result
 
+    time.sleep(params.delay)
     rng = np.random.default_rng(params.seed)
     xs, ys = [], []
     for stem in sorted(inputs["gt"]):
@@ -164,3 +168,28 @@ def run_pair_diff(inputs_a, inputs_b, inputs_pair, params, ctx):
 register(Stage("test_pair_table", "1", ("pool",), NoParams, "pool", run_pair_table, doc="test"))
 register(Stage("test_pair_diff", "1", ("test_mean",), NoParams, "pair", run_pair_diff, doc="test",
                pairs_from="test_pair_table"))
+
+
+# ---- slow stages of each kind, for the fault tests (SIGKILL at random points)
+
+
+@dataclass(frozen=True)
+class DelayParams:
+    delay: float = 0.0
+
+
+def run_fault_pair(inputs_a, inputs_b, inputs_pair, params, ctx):
+    time.sleep(params.delay)
+    a, b = inputs_a["test_slow"]["map"], inputs_b["test_slow"]["map"]
+    return {"diff": np.float64(a.mean() - b.mean())}
+
+
+def run_fault_pool(inputs, params, ctx):
+    time.sleep(params.delay)
+    maps = inputs["test_slow"]
+    return {"means": np.array([maps[s]["map"].mean() for s in sorted(maps)])}
+
+
+register(Stage("test_fault_pair", "1", ("test_slow",), DelayParams, "pair", run_fault_pair, doc="test",
+               pairs_from="test_pair_table"))
+register(Stage("test_fault_pool", "1", ("test_slow",), DelayParams, "pool", run_fault_pool, doc="test"))

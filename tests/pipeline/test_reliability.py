@@ -211,3 +211,111 @@ def test_a_worker_crash_fails_only_its_item(tiny_pool, tmp_path):
     stages, lines, _ = _run(["test_slow"], tmp_path / "out", ["test_slow.crash_on=24"], pool=tiny_pool, jobs=2)
     assert stages["test_slow"].failed == 1 and stages["test_slow"].computed == 3
     assert any("test_slow failed on img1: the worker process died while computing this item" in line for line in lines)
+
+
+# ---- SIGKILL at random points of each stage kind
+
+FAULT_STAGES = {"image": "test_slow", "pair": "test_fault_pair", "pool": "test_fault_pool",
+                "training": "test_colour_fit"}
+DELAY = 0.25  # seconds per item, so that a kill lands inside a stage
+
+
+def _fault_args(pool, gt, out):
+    sets = [f"test_slow.delay={DELAY}", f"test_fault_pair.delay={DELAY}", f"test_fault_pool.delay={4 * DELAY}",
+            f"test_colour_fit.delay={4 * DELAY}", "test_colour.model=train"]
+    args = ["run", "--stages", "test_fault_pair,test_fault_pool,test_colour", "--pool", str(pool), "--gt", str(gt),
+            "--out", str(out), "--jobs", "1", "--no-progress", "--eval-rows", "0"]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+def _artifacts(out: Path) -> dict[str, dict[str, dict]]:
+    """stage -> cache key -> arrays (compared by content: zip member timestamps differ between runs)."""
+    out_ = {}
+    for d in sorted((out / ".cache").glob("*/")):
+        out_[d.name] = {}
+        for f in d.glob("*.npz"):
+            with np.load(f, allow_pickle=False) as z:
+                out_[d.name][f.stem] = {k: z[k] for k in z.files}
+    return out_
+
+
+def _counts(out: Path) -> dict[str, int]:
+    return {d.name: len(list(d.glob("*.npz"))) for d in (out / ".cache").glob("*/")} if (out / ".cache").is_dir() else {}
+
+
+def _summary(out: Path):
+    import json
+
+    data = json.loads((out / "run_summary.json").read_text())
+    return [s["name"] for s in data["stages"]], {s["name"]: s for s in data["stages"]}
+
+
+@pytest.fixture(scope="module")
+def fault_pool(tmp_path_factory):
+    """Four images with masks, and the outputs of one uninterrupted run over the fault graph."""
+    root = tmp_path_factory.mktemp("fault")
+    pool, gt = root / "pool", root / "gt"
+    pool.mkdir()
+    gt.mkdir()
+    rng = np.random.default_rng(3)
+    for i, (h, w) in enumerate([(20, 30), (24, 24), (18, 26), (22, 28)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(pool / f"img{i}.png")
+        mask = np.zeros((h, w), np.uint8)
+        mask[4:12, 5:15] = 255
+        Image.fromarray(mask).save(gt / f"img{i}.png")
+    clean = root / "clean"
+    res = cli(*_fault_args(pool, gt, clean), plugins="tests.pipeline.plugin_stages")
+    assert res.returncode == 0, res.stderr
+    order, stages = _summary(clean)
+    return pool, gt, clean, order, {n: s["total"] for n, s in stages.items()}
+
+
+@pytest.mark.parametrize("kind, seed", [("image", 0), ("image", 1), ("pair", 0), ("pair", 1), ("pool", 0),
+                                        ("training", 0)])
+def test_sigkill_at_a_random_point_of_each_stage_kind(fault_pool, tmp_path, kind, seed):
+    import signal
+    import time
+
+    pool, gt, clean, order, totals = fault_pool
+    stage = FAULT_STAGES[kind]
+    rng = np.random.default_rng(seed)
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PIPELINE_PLUGINS="tests.pipeline.plugin_stages")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *_fault_args(pool, gt, out)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    if totals[stage] > 1:  # kill after a random number of its items
+        target = int(rng.integers(1, totals[stage]))
+        while time.time() < deadline and _counts(out).get(stage, 0) < target:
+            time.sleep(0.01)
+    else:  # one item: kill at a random moment after the stage before it finished
+        before = order[order.index(stage) - 1]
+        while time.time() < deadline and _counts(out).get(before, 0) < totals[before]:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.05, 2 * DELAY))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    present = _counts(out)
+    assert present.get(stage, 0) < totals[stage], f"the kill must land inside {stage}"
+
+    rerun = cli(*_fault_args(pool, gt, out), plugins="tests.pipeline.plugin_stages")
+    assert rerun.returncode == 0, rerun.stderr
+    _, stages = _summary(out)
+    for name, total in totals.items():  # only what was unfinished is recomputed
+        assert stages[name]["cached"] == present.get(name, 0), name
+        assert stages[name]["computed"] == total - present.get(name, 0), name
+    want, got = _artifacts(clean), _artifacts(out)
+    assert want.keys() == got.keys()
+    for name in want:
+        assert want[name].keys() == got[name].keys(), name
+        for key, arrays in want[name].items():
+            assert arrays.keys() == got[name][key].keys()
+            for k in arrays:
+                np.testing.assert_array_equal(arrays[k], got[name][key][k], err_msg=f"{name}/{key}/{k}")
+    for png in clean.glob("*/*.png"):
+        rel = png.relative_to(clean)
+        if rel.parts[0] != "evaluation":
+            assert png.read_bytes() == (out / rel).read_bytes(), rel
+    assert not list(out.glob(".cache/*/.*.tmp"))  # what a killed write left is gone
