@@ -177,7 +177,7 @@ def _targets(shape_a, shape_b, vx, vy):
     return tr, tc
 
 
-def pixel_features(image, descriptors, *, colour_weight=10.0) -> np.ndarray:
+def pixel_features(image: np.ndarray, descriptors: np.ndarray, *, colour_weight: float = 10.0) -> np.ndarray:
     """Per-pixel feature ``f(u)`` of Eq. 2: dense SIFT with the pixel's CIE-Lab colour appended.
 
     Parameters
@@ -192,6 +192,7 @@ def pixel_features(image, descriptors, *, colour_weight=10.0) -> np.ndarray:
     Returns
     -------
     features : (H, W, D + 3) ndarray of float32
+        The descriptors followed by ``colour_weight`` times the pixel's (L, a, b).
     """
     image = np.asarray(image)
     descriptors = np.asarray(descriptors)
@@ -234,8 +235,19 @@ def _window_matches(la, lb, vx, vy, fa, fb, radius, stride, n_b, sums, votes):
                     votes[key] += 1
 
 
-def superpixel_distance(labels_a, labels_b, vx, vy, features_a, features_b, *, window=4, stride=4,
-                        n_a=None, n_b=None) -> FlowMatches:
+def superpixel_distance(
+    labels_a: np.ndarray,
+    labels_b: np.ndarray,
+    vx: np.ndarray,
+    vy: np.ndarray,
+    features_a: np.ndarray,
+    features_b: np.ndarray,
+    *,
+    window: int = 4,
+    stride: int = 4,
+    n_a: int | None = None,
+    n_b: int | None = None,
+) -> FlowMatches:
     """Flow-guided superpixel distance d(S_i, S_j) (MIJR Eq. 2).
 
     Parameters
@@ -302,7 +314,15 @@ def superpixel_distance(labels_a, labels_b, vx, vy, features_a, features_b, *, w
     return FlowMatches(distance=dist, votes=votes)
 
 
-def siftflow_match(labels_a, labels_b, vx, vy, *, n_a=None, n_b=None) -> np.ndarray:
+def siftflow_match(
+    labels_a: np.ndarray,
+    labels_b: np.ndarray,
+    vx: np.ndarray,
+    vy: np.ndarray,
+    *,
+    n_a: int | None = None,
+    n_b: int | None = None,
+) -> np.ndarray:
     """SIFT-Flow-only superpixel alignment (the baseline MIJR compares with).
 
     Each superpixel of ``a`` is aligned to the superpixel of ``b`` that most of its pixels land
@@ -395,8 +415,21 @@ def _superpixel_cost(ci, cj, dv, wp, ma, mb, tau, lam):
     return dv + lam * obj
 
 
-def bilevel_alignment(labels_a, labels_b, boxes_a, boxes_b, vx, vy, features_a, features_b, *,
-                      k_init=10, object_weight=1.0, window=4, stride=4) -> BilevelAlignment:
+def bilevel_alignment(
+    labels_a: np.ndarray,
+    labels_b: np.ndarray,
+    boxes_a: np.ndarray,
+    boxes_b: np.ndarray,
+    vx: np.ndarray,
+    vy: np.ndarray,
+    features_a: np.ndarray,
+    features_b: np.ndarray,
+    *,
+    k_init: int = 10,
+    object_weight: float = 1.0,
+    window: int = 4,
+    stride: int = 4,
+) -> BilevelAlignment:
     """Bi-level (superpixel + proposal) alignment of two images (MIJR Eq. 1-3).
 
     Parameters

@@ -151,7 +151,7 @@ def _assemble(bands, cell_size, clip, out):
                 out[y, x, k] = np.uint8(q)  # truncation of q >= 0.5: rounding to nearest
 
 
-def dense_sift(image, *, cell_size=3, clip=0.2):
+def dense_sift(image: np.ndarray, *, cell_size: int = 3, clip: float | None = 0.2) -> np.ndarray:
     """Per-pixel 128-d SIFT descriptors (SIFT-Flow's dense SIFT image).
 
     Parameters
@@ -161,8 +161,8 @@ def dense_sift(image, *, cell_size=3, clip=0.2):
     cell_size : int, optional
         Side of one of the 4x4 cells in pixels (SIFT-Flow reference: 3).
     clip : float or None, optional
-        Lowe's clipping value applied to the normalised descriptor (issue rule: 0.2). ``None`` or
-        0 gives the SIFT-Flow C++ rule ``min(255 v / (||v|| + 0.01), 255)``.
+        Lowe's clipping value applied to the normalised descriptor (Lowe: 0.2). ``None`` or 0
+        gives the SIFT-Flow C++ rule ``min(255 v / (||v|| + 0.01), 255)``.
 
     Returns
     -------

@@ -180,7 +180,9 @@ def _load_sed(edge_model):
         f"got {type(edge_model).__name__}")
 
 
-def edge_map(image, *, edge_model=None) -> tuple[np.ndarray, np.ndarray]:
+def edge_map(
+    image: np.ndarray, *, edge_model: str | os.PathLike | cv2.ximgproc.StructuredEdgeDetection | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Thin edge map and edge orientation for EdgeBoxes.
 
     Parameters
@@ -208,7 +210,14 @@ def edge_map(image, *, edge_model=None) -> tuple[np.ndarray, np.ndarray]:
     return _edges_nms(e, o, 1, 5, 1.01).astype(np.float32), o
 
 
-def edge_boxes(image, *, max_boxes=1000, edge_model=None, alpha=0.65, beta=0.75):
+def edge_boxes(
+    image: np.ndarray,
+    *,
+    max_boxes: int = 1000,
+    edge_model: str | os.PathLike | cv2.ximgproc.StructuredEdgeDetection | None = None,
+    alpha: float = 0.65,
+    beta: float = 0.75,
+) -> tuple[np.ndarray, np.ndarray]:
     """EdgeBoxes candidate proposals (OpenCV ximgproc).
 
     Parameters
@@ -217,7 +226,8 @@ def edge_boxes(image, *, max_boxes=1000, edge_model=None, alpha=0.65, beta=0.75)
         RGB image.
     max_boxes : int, optional
         Number of candidates (MIJR: 1000).
-    edge_model : see :func:`edge_map`.
+    edge_model : str, path-like, cv2.ximgproc.StructuredEdgeDetection or None, optional
+        Structured-edge model (see :func:`edge_map`).
     alpha, beta : float, optional
         EdgeBoxes sliding-window step and box-NMS threshold (Zitnick & Dollar's defaults).
 
@@ -266,7 +276,14 @@ def _objective(q, dist, sel, lam2):
     return float(q[sel].sum() + lam2 * np.triu(sub, 1).sum())
 
 
-def select_proposals(boxes, scores, image_shape, *, n_select=100, spread_weight=1.0):
+def select_proposals(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    image_shape: tuple[int, ...],
+    *,
+    n_select: int = 100,
+    spread_weight: float = 1.0,
+) -> np.ndarray:
     """Select ``V`` proposals maximising objectness plus spread of centres (MIJR Eq. 4).
 
     Parameters
@@ -350,7 +367,14 @@ def select_proposals(boxes, scores, image_shape, *, n_select=100, spread_weight=
     return sel
 
 
-def proposals(image, *, n_candidates=1000, n_select=100, edge_model=None, spread_weight=1.0):
+def proposals(
+    image: np.ndarray,
+    *,
+    n_candidates: int = 1000,
+    n_select: int = 100,
+    edge_model: str | os.PathLike | cv2.ximgproc.StructuredEdgeDetection | None = None,
+    spread_weight: float = 1.0,
+) -> Proposals:
     """EdgeBoxes proposals selected by Eq. 4 (MIJR Sec. III-A).
 
     Parameters

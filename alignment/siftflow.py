@@ -150,7 +150,7 @@ class SiftFlowResult:
     cost: np.ndarray
     valid: np.ndarray
     energy: np.ndarray
-    energy_levels: tuple
+    energy_levels: tuple[np.ndarray, ...]
 
 
 def _pyramid_kernel():
@@ -176,18 +176,18 @@ def _range_term(ox, oy, w, gamma):
 
 
 def sift_flow(
-    desc_a,
-    desc_b,
+    desc_a: np.ndarray,
+    desc_b: np.ndarray,
     *,
-    alpha=2 * 255,
-    d=40 * 255,
-    gamma=0.005 * 255,
-    n_levels=4,
-    window=2,
-    top_window=10,
-    n_top_iterations=60,
-    n_iterations=30,
-):
+    alpha: float = 2 * 255,
+    d: float = 40 * 255,
+    gamma: float = 0.005 * 255,
+    n_levels: int = 4,
+    window: int = 2,
+    top_window: int = 10,
+    n_top_iterations: int = 60,
+    n_iterations: int = 30,
+) -> SiftFlowResult:
     """Dense SIFT-Flow from image 1 to image 2 (coarse-to-fine dual-layer BP).
 
     Parameters

@@ -1,6 +1,7 @@
-"""Backbone speed on CPU: seconds per image at batch 1 vs batch 8, for classification
-(``Backbone.classify``, preprocessing included) and for feature extraction
-(``extract_features`` with the five stride taps s2..s32).
+"""Backbone speed on the CPU: seconds per image at batch 1 vs batch 8, classification and features.
+
+Classification is ``Backbone.classify`` (preprocessing included); feature extraction is
+``extract_features`` with the five stride taps s2..s32.
 
 Speed does not depend on the weight values, so VGG16 / MobileNetV2 run with random
 weights when their torchvision files are absent (reported in the output). Images are
@@ -13,33 +14,35 @@ Usage::
     .venv/bin/python benchmarks/bench_backbones.py [--models efficientnet_lite0,mobilenet_v2,vgg16]
         [--n-images 8] [--repeats 3] [--threads 1]
 
-One torch thread is the default: on this 2-core machine shared with other jobs, two
+One torch thread is the default: on a 2-core machine shared with other jobs, two
 OpenMP threads spin-wait against the other processes and ran 3-30x slower than one in
 a quick check (run with ``--threads 0`` to see torch's default).
 
-Writes ``benchmarks/results/backbones.json`` and ``.md``.
+Writes ``benchmarks/results/bench_backbones.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from skimage import data
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backbones import WeightsNotFoundError, extract_features, load_backbone  # noqa: E402
+from benchmarks._common import write_results  # noqa: E402
 
+DURATION = "~3 min (three models, 8 images)"
 TAPS = ("s2", "s4", "s8", "s16", "s32")
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def sample_images(n: int) -> list[np.ndarray]:
@@ -82,14 +85,14 @@ def bench_model(name: str, images: list[np.ndarray], repeats: int) -> dict:
     return row
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="efficientnet_lite0,mobilenet_v2,vgg16")
     ap.add_argument("--n-images", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads; 0 keeps torch's default (one per core)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     images = sample_images(args.n_images)
@@ -101,14 +104,11 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "load_average_1min": os.getloadavg()[0],
-        "note": "2-core machine shared with other jobs: absolute timings are under load; "
+        "note": "absolute timings depend on the machine's load (recorded); "
         "the batch-8 / batch-1 ratios are measured in the same run.",
         "input": "224x224 (images resized from their own sizes; preprocessing included)",
         "repeats": args.repeats,
     }
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "backbones.json"), "w") as f:
-        json.dump({"meta": meta, "results": rows}, f, indent=2)
     lines = [
         "# Backbone speed on CPU (seconds per image)",
         "",
@@ -125,10 +125,11 @@ def main() -> None:
                 f"| {r['model']} | {r['weights'].split(' ')[0]} | {task} | {t['s_per_image_batch1']:.4f} | "
                 f"{t['s_per_image_batch8']:.4f} | {t['speedup_batch8_vs_1']:.2f} |"
             )
-    with open(os.path.join(RESULTS, "backbones.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines += ["", f"Command: `.venv/bin/python benchmarks/bench_backbones.py --models {args.models} "
+              f"--n-images {args.n_images} --repeats {args.repeats} --threads {args.threads}`", ""]
+    write_results("bench_backbones", {"meta": meta, "results": rows}, "\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

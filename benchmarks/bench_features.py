@@ -1,4 +1,4 @@
-"""The ``deep_features`` stage's work: images per second (batch 1 vs 8) and cache MB per image.
+"""Deep feature taps (the ``deep_features`` stage): images per second, batch 1 vs 8, and MB per image.
 
 Calls :func:`backbones.extract_features` (the function the stage calls) with the stage's defaults
 (EfficientNet-Lite0, 224 x 224, taps s2..s32), on the embedded demo pool and on ``--n`` ECSSD images.
@@ -23,9 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import image_path, load_average, split_stems, write_results  # noqa: E402
+
+DURATION = "~2 min (--n 100)"
 
 
 def _images(which: str, n: int):
@@ -34,9 +37,9 @@ def _images(which: str, n: int):
     if which == "demo":
         import tempfile
 
-        folder = Path(tempfile.mkdtemp())
-        write_demo_pool(folder)
-        return [load_image(folder / f"{s}.png") for s in DEMO_IMAGES]
+        with tempfile.TemporaryDirectory() as tmp:
+            write_demo_pool(Path(tmp))
+            return [load_image(Path(tmp) / f"{s}.png") for s in DEMO_IMAGES]
     stems = split_stems("ECSSD", "train")[:n]
     return [load_image(image_path("ECSSD", s)) for s in stems]
 
@@ -47,12 +50,13 @@ def _artifact_bytes(feats: dict, i: int) -> int:
     return buf.tell()
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100, help="ECSSD train images (default 100)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as one runner worker)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per batch size")
     args = ap.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     import torch
 
@@ -98,5 +102,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.exit(main())

@@ -10,12 +10,12 @@ Metrics with pysodmetrics: max F-measure (beta^2 = 0.3; mean F curve over images
 256 thresholds), adaptive F, MAE, S-measure.  The ``raw`` and ``smoothed`` GradSal stages are
 scored too (ablation of Secs. 3.2-3.3).
 
-Timing: torch runs with one intra-op thread (on the shared 2-core machine two spinning OpenMP
-threads were 7-10x slower under the other users' load); numbers are under that load.
+Timing: torch runs with one intra-op thread (on a shared 2-core machine two spinning OpenMP
+threads were 7-10x slower under load from other processes); the load average is recorded.
 
 Run: ``.venv/bin/python benchmarks/bench_gradsal.py [--n 500]`` (``--n`` < 500 scores a fixed
 random subset of the test split, ``numpy.random.default_rng(0)``).  Writes
-``benchmarks/results/gradsal.json`` and ``.md``.
+``benchmarks/results/bench_gradsal.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -26,46 +26,31 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks._common import load_average, load_split, sod_scores, write_results  # noqa: E402
 
-from py_sod_metrics import MAE, Fmeasure, Smeasure  # noqa: E402
-
-from _common import write_results  # noqa: E402
-from tune_gradsal import load_split  # noqa: E402
+DURATION = "~10 min (--n 500; about 1 s per image)"
 
 
-def evaluate(maps, gts):
-    fm, mae, sm = Fmeasure(), MAE(), Smeasure()
-    for m, g in zip(maps, gts):
-        pred = np.clip(np.round(m * 255.0), 0, 255).astype(np.uint8)
-        fm.step(pred=pred, gt=g)
-        mae.step(pred=pred, gt=g)
-        sm.step(pred=pred, gt=g)
-    res = fm.get_results()["fm"]
-    return {"maxF": float(res["curve"].max()), "adpF": float(res["adp"]),
-            "MAE": float(mae.get_results()["mae"]), "Sm": float(sm.get_results()["sm"])}
-
-
-def main():
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500, help="test images (500 = the whole split)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     import torch
 
     from backbones import load_backbone
-    from gradsal import saliency
     from detect.contrast import contrast_saliency
+    from gradsal import saliency
 
     torch.set_num_threads(1)
-    stems, images, gts = load_split("test", args.n if args.n < 500 else None)
+    stems, images, gts = load_split("ECSSD", "test", args.n if args.n < 500 else None)
     model = load_backbone("efficientnet_lite0", device="cpu")
     defaults = {k: p.default for k, p in inspect.signature(saliency).parameters.items()
                 if p.default is not inspect.Parameter.empty}
+    load_before = load_average()
 
     # Warm-up (numba compilation, torch allocator) on an image outside the scored timing.
     saliency(images[0], model)
@@ -92,7 +77,7 @@ def main():
                   file=sys.stderr, flush=True)
 
     n = len(images)
-    scores = {k: evaluate(v, gts) for k, v in maps.items()}
+    scores = {k: sod_scores(v, gts, s_measure=True) for k, v in maps.items()}
     data = {
         "dataset": "ECSSD test",
         "n_images": n,
@@ -104,7 +89,7 @@ def main():
         "gradsal_over_contrast_time": t_gs / t_ct,
         "frac_cost_decreased": decreased / n,
         "scores": scores,
-        "note": "timings on the shared 2-core CPU under load from other engineers' jobs",
+        "load_average_before_after": [load_before, load_average()],
     }
     rows = "\n".join(
         f"| {k} | {v['maxF']:.4f} | {v['adpF']:.4f} | {v['MAE']:.4f} | {v['Sm']:.4f} |"
@@ -123,13 +108,14 @@ Command: `.venv/bin/python benchmarks/bench_gradsal.py --n {args.n}`.
 `gradsal_raw` / `gradsal_smoothed` are the intermediate maps of Algorithm 1 (ablation of
 Sec. 3.2 smoothing and Sec. 3.3 refinement); `gradsal` is the final refined map.
 
-Seconds per image (same run, same process; shared 2-core CPU **under load** from other
-engineers' jobs): gradsal {t_gs / n:.2f} s, contrast {t_ct / n:.3f} s
-(ratio gradsal/contrast {t_gs / t_ct:.1f}x). The cost of Eq. 1 fell from X(0) to X(T) on
-{decreased}/{n} images.
+Seconds per image (same run, same process; load average before / after
+{data['load_average_before_after'][0]} / {data['load_average_before_after'][1]}): gradsal {t_gs / n:.2f} s,
+contrast {t_ct / n:.3f} s (ratio gradsal/contrast {t_gs / t_ct:.1f}x). The cost of Eq. 1 fell
+from X(0) to X(T) on {decreased}/{n} images.
 """
-    write_results("gradsal", data, md)
+    write_results("bench_gradsal", data, md)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,27 +1,26 @@
 """Training-free priors scored on a benchmark: u2netp and contrast, with published maps for context.
 
-Runs the two priors the pipeline computes itself, ``u2netp`` (detect/u2netp.py, the U^2-Net-small
-ONNX model shipped by rembg) and ``contrast`` (``detect.contrast.contrast_saliency``), on
-every image of a split, scores them with ``pipeline.evaluation`` (all metrics, PySODMetrics
-conventions), and writes ``<out>/priors_<dataset>.json`` and ``.md`` with the metrics table and the
-seconds per image of each prior, measured in the same run on the same images (and their ratio).
-Published maps (``--extra-pred NAME=DIR``; by default the SOD folder's priors/<method>) are scored
-on the same stems and shown in the same table.
+Runs the two priors the pipeline computes itself, ``u2netp`` (``detect.u2netp_saliency``, the
+U^2-Net-small ONNX model shipped by rembg) and ``contrast`` (``detect.contrast.contrast_saliency``),
+on every image of a split, scores them with ``pipeline.evaluation`` (all metrics, PySODMetrics
+conventions), and writes ``benchmarks/results/bench_priors.json`` and ``.md`` (for another dataset
+than the default: ``bench_priors_<dataset>``) with the metrics table and the seconds per image of
+each prior, measured in the same run on the same images (and their ratio). Published maps
+(``--extra-pred NAME=DIR``; by default the SOD folder's priors/<method>) are scored on the same
+stems and shown in the same table.
 
-Default: the SOD benchmark test split (300 images) at ../shared/data/sod/SOD.
+Default: the SOD benchmark test split (300 images) of the shared data folder (``sod/SOD``).
 
     .venv/bin/python benchmarks/bench_priors.py
-    .venv/bin/python benchmarks/bench_priors.py --images DIR --gt DIR [--split FILE] [--out DIR]
+    .venv/bin/python benchmarks/bench_priors.py --images DIR --gt DIR [--split FILE] [--name NAME]
 
-Timings are wall-clock on whatever machine runs it (the project machine has 2 cores shared with
-other work: timings taken there are under load). Model loading and numba compilation are done on
-one warm-up image before timing and are not counted.
+Timings are wall-clock on whatever machine runs it, with its load. Model loading and numba
+compilation are done on one warm-up image before timing and are not counted.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -30,15 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._common import dataset_dir, load_average, write_results  # noqa: E402
+from detect import contrast_saliency, u2netp_saliency  # noqa: E402
 from pipeline import pool  # noqa: E402
 from pipeline.evaluation import evaluate_methods, markdown_table, write_report  # noqa: E402
 from pipeline.evaluation.io import read_stems  # noqa: E402
 from pipeline.evaluation.metrics import METRICS  # noqa: E402
 
-SOD = ROOT.parent / "shared" / "data" / "sod" / "SOD"
+DURATION = "~16 min (SOD test, 300 images; u2netp about 3 s per image)"
+SOD = dataset_dir("SOD")
 
 
 class TimingStats:
@@ -62,8 +64,6 @@ def _to_uint8(m: np.ndarray) -> np.ndarray:
 
 
 def run_u2netp(images: dict, batch_size: int):
-    from detect.u2netp import u2netp_saliency
-
     stems = list(images)
     u2netp_saliency([images[stems[0]]])  # warm-up: session creation
     stats, maps = TimingStats(), {}
@@ -77,11 +77,6 @@ def run_u2netp(images: dict, batch_size: int):
 
 
 def run_contrast(images: dict):
-    try:
-        from detect.contrast import contrast_saliency
-    except ImportError as exc:  # not landed in this checkout
-        print(f"contrast prior skipped: {exc}", file=sys.stderr)
-        return None, None
     stems = list(images)
     contrast_saliency(images[stems[0]])  # warm-up: numba compilation
     stats, maps = TimingStats(), {}
@@ -93,14 +88,15 @@ def run_contrast(images: dict):
     return maps, stats.get_results()
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", default=str(SOD / "images"), help="folder of images (default: SOD)")
     ap.add_argument("--gt", default=str(SOD / "gt"), help="folder of GT masks (default: SOD)")
     ap.add_argument("--split", default=None,
                     help="file of stems to use (default: SOD's test.txt with the default folders, else all)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for priors_<name>.{json,md}")
-    ap.add_argument("--name", default=None, help="dataset name in the file names (default: images' parent folder)")
+    ap.add_argument("--name", default=None,
+                    help="dataset name, in bench_priors_<name> for data other than the default "
+                         "(default: the images' parent folder)")
     ap.add_argument("--extra-pred", action="append", default=None, metavar="NAME=DIR",
                     help="published maps to score alongside (default with SOD: every priors/<method>)")
     ap.add_argument("--no-extra", action="store_true", help="score no published maps")
@@ -142,10 +138,8 @@ def main(argv=None) -> int:
         ours["u2netp"], timings["u2netp"] = run_u2netp(images, args.batch_size)
         print(f"u2netp: {timings['u2netp']['seconds_per_image']:.3f} s/image", file=sys.stderr)
     if "contrast" in wanted:
-        maps, t = run_contrast(images)
-        if maps is not None:
-            ours["contrast"], timings["contrast"] = maps, t
-            print(f"contrast: {t['seconds_per_image']:.3f} s/image", file=sys.stderr)
+        ours["contrast"], timings["contrast"] = run_contrast(images)
+        print(f"contrast: {timings['contrast']['seconds_per_image']:.3f} s/image", file=sys.stderr)
 
     sources: dict = dict(ours)
     if not args.no_extra:
@@ -177,7 +171,7 @@ def main(argv=None) -> int:
         "**bold**. Metrics as in `pipeline.evaluation` (PySODMetrics conventions; AUC exact per image).\n\n"
         + ratio_line
         + f"Seconds per image: wall-clock, warm (model loaded / numba compiled), {platform.machine()}, "
-        "onnxruntime CPU; the machine has 2 cores shared with other work, so times are under load.\n"
+        f"onnxruntime CPU; load average at the end {load_average()}.\n"
     )
     if result.notices:
         md += "\nNotices:\n" + "".join(f"- {n}\n" for n in result.notices)
@@ -192,14 +186,8 @@ def main(argv=None) -> int:
         "timing": timings,
         "computed_here": sorted(ours),
         "notices": list(result.notices),
-        "machine": platform.machine(),
-        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"priors_{name}.json").write_text(json.dumps(data, indent=1, allow_nan=False))
-    (out / f"priors_{name}.md").write_text(md)
-    print(md)
+    write_results("bench_priors" if default_data else f"bench_priors_{name}", data, md)
     if args.report:
         write_report(result, args.report, images=images, n_rows=6, title=f"Priors on {name}",
                      extra_columns={"s / image": spi})

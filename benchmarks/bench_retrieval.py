@@ -1,8 +1,8 @@
-"""Retrieval benchmark: descriptor speed, neighbour-table speed, and retrieval quality on real data.
+"""GIST + HOG retrieval: descriptor speed, neighbour-table speed and retrieval quality on real data.
 
 Run: ``.venv/bin/python benchmarks/bench_retrieval.py [--quick]``; writes
-``benchmarks/results/retrieval.json`` and ``.md`` (descriptors cached in the git-ignored
-``benchmarks/results/retrieval_descriptors.npz``; ``--recompute`` ignores that cache).
+``benchmarks/results/bench_retrieval.json`` and ``.md`` (descriptors cached in the git-ignored
+``benchmarks/results/bench_retrieval_descriptors.npz``; ``--recompute`` ignores that cache).
 
 1. Descriptor time per image (GIST, pooled HOG, combined) on 256 x 256 inputs and on ECSSD's
    originals (resized inside), wall-clock and process (CPU) time with every thread pool limited to
@@ -17,8 +17,10 @@ Run: ``.venv/bin/python benchmarks/bench_retrieval.py [--quick]``; writes
    each raw and pool-centred (``retrieval.centre_pool``, what the ``neighbours`` stage does), on
    ECSSD (1000 images) and DUTS-TR-1k (1000); plus the oracle: the 5 best masks in the pool.
 
-The machine has 2 cores shared with other engineers working at the same time: the wall-clock
-timings are taken under that load; process time is closer to the per-core cost.
+Wall-clock timings depend on the machine's load (recorded); process time is closer to the
+per-core cost. The pocketfft baseline and the weight variants reuse the package's private GIST
+steps (``retrieval.gist._prefilter`` ...) so that only the step being compared differs; both are
+checked against the public functions before they are timed or scored.
 """
 
 from __future__ import annotations
@@ -38,14 +40,17 @@ import numpy as np  # noqa: E402
 import scipy.fft as sfft  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import DATA, RESULTS, write_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    DATA, RESULTS, dataset_dir, gt_path, image_path, read_mask, read_rgb, write_results)
 from retrieval import centre_pool, descriptor, gist, nearest_neighbours, pooled_hog  # noqa: E402
 from retrieval._image import as_float255, resize_square  # noqa: E402
 from retrieval.gist import _block_edges, _gabor_bank, _prefilter  # noqa: E402
 
 cv2.setNumThreads(1)
+DURATION = "~4 min (first run: 2000 descriptors, then cached; --quick ~1 min)"
 MASK_SIDE = 64
 K = 5
 
@@ -53,27 +58,11 @@ K = 5
 # --------------------------------------------------------------------------- data
 
 def _stems(dataset: str) -> list[str]:
-    return sorted(p.stem for p in (DATA / "sod" / dataset / "gt").glob("*.png"))
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise OSError(f"cannot read {path}")
-    return img[:, :, ::-1]
-
-
-def _image_path(dataset: str, stem: str) -> Path:
-    for ext in (".jpg", ".png", ".bmp"):
-        p = DATA / "sod" / dataset / "images" / f"{stem}{ext}"
-        if p.exists():
-            return p
-    raise OSError(f"no image for {dataset}/{stem}")
+    return sorted(p.stem for p in (dataset_dir(dataset) / "gt").glob("*.png"))
 
 
 def _mask(dataset: str, stem: str) -> np.ndarray:
-    m = cv2.imread(str(DATA / "sod" / dataset / "gt" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
-    m = cv2.resize(m, (MASK_SIDE, MASK_SIDE), interpolation=cv2.INTER_AREA)
+    m = cv2.resize(read_mask(gt_path(dataset, stem)), (MASK_SIDE, MASK_SIDE), interpolation=cv2.INTER_AREA)
     return (m > 127).reshape(-1)
 
 
@@ -122,7 +111,7 @@ def _timed(fns: dict, items, repeat=3) -> dict:
 
 def bench_descriptor_speed(n_images: int) -> dict:
     stems = _stems("ECSSD")[:n_images]
-    originals = [_read_rgb(_image_path("ECSSD", s)) for s in stems]
+    originals = [read_rgb(image_path("ECSSD", s)) for s in stems]
     squares = [cv2.resize(im, (256, 256), interpolation=cv2.INTER_AREA) for im in originals]
     # Warm-up: numba compilation / cache load, filter-bank construction.
     descriptor(squares[0])
@@ -149,7 +138,7 @@ def _parts(dataset: str, stems: list[str]) -> tuple[np.ndarray, np.ndarray]:
     h = np.empty((len(stems), 144), np.float32)
     t0 = time.perf_counter()
     for i, s in enumerate(stems):
-        img = _read_rgb(_image_path(dataset, s))
+        img = read_rgb(image_path(dataset, s))
         g[i] = gist(img, color=True)
         h[i] = pooled_hog(img)
         if i < 3:  # the documented combination (Eq. D) is what descriptor() returns
@@ -172,7 +161,7 @@ def _combine(g, h, wg, wh):
 
 
 def load_descriptors(recompute: bool, datasets: list[str]) -> dict:
-    cache = RESULTS / "retrieval_descriptors.npz"
+    cache = RESULTS / "bench_retrieval_descriptors.npz"
     data = {}
     if cache.exists() and not recompute:
         with np.load(cache) as f:
@@ -253,12 +242,12 @@ def bench_neighbours(real: np.ndarray, sizes=(1000, 10000)) -> dict:
 
 # --------------------------------------------------------------------------- main
 
-def main():
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer timed images, no 10k pool")
     ap.add_argument("--recompute", action="store_true", help="ignore the cached descriptors")
-    args = ap.parse_args()
-    datasets = [d for d in ("ECSSD", "DUTS-TR-1k") if (DATA / "sod" / d / "gt").exists()]
+    args = ap.parse_args(argv)
+    datasets = [d for d in ("ECSSD", "DUTS-TR-1k") if (dataset_dir(d) / "gt").exists()]
     if not datasets:
         print(f"no data under {DATA / 'sod'}: nothing to benchmark")
         return 1
@@ -283,12 +272,12 @@ def main():
         tables = bench_neighbours(real, (1000,) if args.quick else (1000, 10000))
 
     md = ["# Retrieval benchmark (GIST + HOG, k = 5)", "",
-          "2-core machine shared with other engineers: wall times are under load; CPU = process",
+          f"{os.cpu_count()} CPU cores; wall times include the machine's load (below); CPU = process",
           "time with all thread pools limited to one thread.", "",
           f"## Descriptor time per image (median over {speed['n_images']} ECSSD images)", "",
           "1-minute load average before / after the timing: "
           + " / ".join(f"{v:.1f}" for v in speed["load_average_1min_before_after"])
-          + " (2 cores).", "",
+          + ".", "",
           "| what | wall ms (median) | CPU ms (median) | CPU ms (median of best-of-3) |",
           "|---|---:|---:|---:|"]
     for name, r in speed["rows"].items():
@@ -315,7 +304,7 @@ def main():
                       f"{q['random_5_std']:.4f} | {v['ratio_vs_random']:.3f} | "
                       f"{q['oracle_top5_mask_iou']:.4f} |")
     md.append("")
-    write_results("retrieval", {"speed": speed, "neighbours": tables, "quality": quality,
+    write_results("bench_retrieval", {"speed": speed, "neighbours": tables, "quality": quality,
                                 "mask_side": MASK_SIDE, "k": K}, "\n".join(md))
     return 0
 

@@ -12,8 +12,8 @@ Coordinate-wise sweeps (each one keeps the winners of the previous ones):
 2. GradSal descent: ``gamma`` in {0.01, 0.1, 1} x ``epsilon`` in {1e-3, 1e-2}, then
    ``epsilon = 3e-3`` at the best ``gamma``; T = 10, input 224, post-processing fixed.
 3. GradSal post-processing: ``theta`` x ``alpha`` x ``theta_final`` (descent cached).
-4. GradSal input resolution (160 / 224 / 288), timed (one torch thread; under load from
-   other users).
+4. GradSal input resolution (160 / 224 / 288), timed (one torch thread; the machine's other
+   work adds load).
 
 Phase 2 (``--phase2``, reads phase 1's JSON): Algorithm 1 is a *minimisation* of Eq. 1, so
 the descent setting must actually lower ``F(X|l)``; phase 1 showed that the settings with the
@@ -28,13 +28,18 @@ of those, and re-tunes on it:
 7. input resolution for the final setting, timed; the fastest within 0.01 maxF of the best
    is kept (speed budget 1.5 s/image).
 
-Run: ``.venv/bin/python benchmarks/tune_gradsal.py`` (phase 1, about 25 minutes on the 2
-busy cores), then ``.venv/bin/python benchmarks/tune_gradsal.py --phase2`` (about 6 minutes).
-Writes ``benchmarks/results/gradsal_tuning.json`` and ``.md``.
+Why the sweeps call the building blocks (``gradsal.gradient_descent``, ``prune_normalize``,
+``slic_smooth``, ``refine``) rather than ``gradsal.saliency``: the descent is the expensive part,
+so it is computed once per descent setting and every post-processing setting is scored on it.
+
+Run: ``.venv/bin/python benchmarks/tune_gradsal.py [--n 60]`` (phase 1), then
+``.venv/bin/python benchmarks/tune_gradsal.py --phase2``.  Writes
+``benchmarks/results/tune_gradsal.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
@@ -45,46 +50,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from py_sod_metrics import MAE, Fmeasure  # noqa: E402
-
-from superpixels import slic  # noqa: E402
+from benchmarks._common import RESULTS, load_split, sod_scores, write_results  # noqa: E402
 from detect.contrast import contrast_saliency  # noqa: E402
+from superpixels import slic  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "sod" / "ECSSD"
-RESULTS = ROOT / "benchmarks" / "results"
+DURATION = "~25 min (phase 1) + ~3 min (--phase2)"
+NAME = "tune_gradsal"
 N_IMAGES = int(os.environ.get("GRADSAL_TUNE_N", 60))
-
-
-def load_split(split, n=None, seed=0):
-    """Stems, images (uint8 RGB) and ground-truth masks (uint8 0/255) of an ECSSD split."""
-    stems = [s.strip() for s in (DATA / f"{split}.txt").read_text().split() if s.strip()]
-    if n is not None and n < len(stems):
-        idx = np.sort(np.random.default_rng(seed).choice(len(stems), size=n, replace=False))
-        stems = [stems[i] for i in idx]
-    images, gts = [], []
-    for s in stems:
-        img = cv2.imread(str(DATA / "images" / f"{s}.jpg"), cv2.IMREAD_COLOR)
-        gt = cv2.imread(str(DATA / "gt" / f"{s}.png"), cv2.IMREAD_GRAYSCALE)
-        if img is None or gt is None:
-            raise FileNotFoundError(f"ECSSD item {s} is unreadable")
-        images.append(np.ascontiguousarray(img[:, :, ::-1]))
-        gts.append(gt)
-    return stems, images, gts
-
-
-def evaluate(maps, gts):
-    """maxF (mean F curve over images, max over thresholds), adaptive F and MAE."""
-    fm, mae = Fmeasure(), MAE()
-    for m, g in zip(maps, gts):
-        pred = np.clip(np.round(m * 255.0), 0, 255).astype(np.uint8)
-        fm.step(pred=pred, gt=g)
-        mae.step(pred=pred, gt=g)
-    res = fm.get_results()["fm"]
-    return {"maxF": float(res["curve"].max()), "adpF": float(res["adp"]),
-            "MAE": float(mae.get_results()["mae"])}
 
 
 def best(rows, key="maxF"):
@@ -94,18 +69,18 @@ def best(rows, key="maxF"):
     return min(close, key=lambda r: r["MAE"])
 
 
-def main():
+def phase1(n_images: int = N_IMAGES):
     import torch
 
     from backbones import load_backbone
     from gradsal.descent import gradient_descent
     from gradsal.postprocess import prune_normalize, refine, slic_smooth
 
-    # One intra-op thread: on the shared 2-core machine, 2 OpenMP threads competing with other
-    # users' processes made a forward+backward 7-10x slower (spin-waiting), measured 09:36.
+    # One intra-op thread: on a shared 2-core machine, 2 OpenMP threads competing with other
+    # processes made a forward+backward 7-10x slower (spin-waiting).
     torch.set_num_threads(1)
     t_start = time.time()
-    stems, images, gts = load_split("train", N_IMAGES)
+    stems, images, gts = load_split("ECSSD", "train", n_images)
     print(f"{len(stems)} ECSSD train images", flush=True)
     out = {"split": "ECSSD train", "n_images": len(stems), "subset_seed": 0, "stems": stems,
            "criterion": "maxF (ties within 0.002 -> lower MAE)"}
@@ -129,7 +104,7 @@ def main():
             cfg = dict(chosen, **{name: v})
             kw = {k: cfg[k] for k in cfg if k != "n_segments"}
             maps = [contrast_saliency(im, lab, **kw) for im, lab in zip(images, labels_by_n[cfg["n_segments"]])]
-            row = dict(cfg, **evaluate(maps, gts), sweep=name)
+            row = dict(cfg, **sod_scores(maps, gts), sweep=name)
             cand.append(row)
             print("lowlevel", row, flush=True)
         rows += cand
@@ -166,7 +141,7 @@ def main():
         maps = dict(zip(("raw", "smoothed", "refined"), post(diffs, theta, alpha, theta_final)))
         res = {}
         for st in stages:
-            for k, v in evaluate(maps[st], gts).items():
+            for k, v in sod_scores(maps[st], gts).items():
                 res[f"{st}_{k}" if st != "refined" else k] = v
         return res
 
@@ -219,10 +194,7 @@ def main():
     out["chosen"] = {"lowlevel": chosen, "gamma": gamma, "epsilon": eps, **pp,
                      "input_size": win["input_size"], "steps": 10}
     out["seconds_total"] = time.time() - t_start
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "gradsal_tuning.json").write_text(json.dumps(out, indent=1))
-    (RESULTS / "gradsal_tuning.md").write_text(to_markdown(out))
-    print(json.dumps(out["chosen"], indent=1))
+    write_results(NAME, out, to_markdown(out))
 
 
 MIN_DECREASED = 0.9
@@ -237,9 +209,9 @@ def phase2():
 
     torch.set_num_threads(1)
     t_start = time.time()
-    out = json.loads((RESULTS / "gradsal_tuning.json").read_text())
+    out = json.loads((RESULTS / f"{NAME}.json").read_text())
     out.pop("phase2", None)
-    stems, images, gts = load_split("train", out["n_images"], out["subset_seed"])
+    stems, images, gts = load_split("ECSSD", "train", out["n_images"], out["subset_seed"])
     assert stems == out["stems"]
     ll = out["lowlevel"]["chosen"]
     ll_kw = {k: ll[k] for k in ll if k != "n_segments"}
@@ -265,8 +237,8 @@ def phase2():
         raw = [prune_normalize(d, theta, quantile=quantile) for d in diffs]
         sm = [prune_normalize(slic_smooth(r, lab), 0.0) for r, lab in zip(raw, labels100)]
         ref = [prune_normalize(refine(a, b, alpha), theta_final) for a, b in zip(sm, low[lowlevel])]
-        res = evaluate(ref, gts)
-        res["smoothed_maxF"] = evaluate(sm, gts)["maxF"]
+        res = sod_scores(ref, gts)
+        res["smoothed_maxF"] = sod_scores(sm, gts)["maxF"]
         return res
 
     diffs, sec, drop = descend(224)
@@ -304,9 +276,7 @@ def phase2():
     out["chosen"] = {"lowlevel": ll, "gamma": gamma, "epsilon": eps, **cfg,
                      "input_size": w7["input_size"], "steps": 10,
                      "train_maxF": w7["maxF"], "train_MAE": w7["MAE"]}
-    (RESULTS / "gradsal_tuning.json").write_text(json.dumps(out, indent=1))
-    (RESULTS / "gradsal_tuning.md").write_text(to_markdown(out))
-    print(json.dumps(out["chosen"], indent=1))
+    write_results(NAME, out, to_markdown(out))
 
 
 def _fmt(v):
@@ -327,7 +297,7 @@ def to_markdown(out):
         "",
         f"{out['n_images']} images of ECSSD **train** (fixed subset, `default_rng({out['subset_seed']})`); "
         "never the test split. Criterion: " + out["criterion"] + ". Timings are per image on the "
-        "shared 2-core CPU, under load from other engineers. Script: `benchmarks/tune_gradsal.py`.",
+        "CPU, one torch thread, under whatever load the machine had. Script: `benchmarks/tune_gradsal.py`.",
         "",
         "## Chosen",
         "",
@@ -388,8 +358,19 @@ def to_markdown(out):
     return "\n".join(md)
 
 
-if __name__ == "__main__":
-    if "--phase2" in sys.argv[1:]:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--phase2", action="store_true",
+                    help=f"re-tune on the descent settings that lower Eq. 1 (reads results/{NAME}.json)")
+    ap.add_argument("--n", type=int, default=N_IMAGES,
+                    help=f"phase 1: ECSSD train images (default {N_IMAGES}; env GRADSAL_TUNE_N)")
+    args = ap.parse_args(argv)
+    if args.phase2:
         phase2()
     else:
-        main()
+        phase1(args.n)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -39,7 +39,7 @@ Decisions the papers leave open, with the reason:
   ``sigma_g`` (centre prior) and the number of superpixels were chosen by measurement on 60
   images of the ECSSD *train* split (never the test split), one parameter at a time; the
   sweep is ``benchmarks/tune_gradsal.py`` and its results
-  ``benchmarks/results/gradsal_tuning.md``.  Train-subset maxF: 0.489 with the starting
+  ``benchmarks/results/tune_gradsal.md``.  Train-subset maxF: 0.489 with the starting
   values (200 superpixels, sigma_s 0.4, sigma_c 20, sigma_g 0.35) -> 0.586 with the chosen
   ones (300, 0.2, 10, 0.25); without the centre prior 0.507, without the distribution term
   0.549 (with sigma_g 0.35), plain unweighted Eq. 5 (sigma_s None) 0.443.  The chosen
@@ -63,7 +63,7 @@ from superpixels import broadcast, check_image, check_labels, check_weight, regi
 __all__ = ["contrast_saliency"]
 
 
-def _minmax(values):
+def _minmax(values: np.ndarray) -> np.ndarray:
     """Scale to [0, 1]; a constant vector maps to zeros."""
     lo = values.min()
     span = values.max() - lo
@@ -72,9 +72,17 @@ def _minmax(values):
     return (values - lo) / span
 
 
-def contrast_saliency(image, labels=None, *, n_segments=300, compactness=10.0,
-                      spatial_sigma=0.2, color_sigma=10.0, use_distribution=True,
-                      center_sigma=0.25):
+def contrast_saliency(
+    image: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    n_segments: int = 300,
+    compactness: float = 10.0,
+    spatial_sigma: float | None = 0.2,
+    color_sigma: float = 10.0,
+    use_distribution: bool = True,
+    center_sigma: float | None = 0.25,
+) -> np.ndarray:
     """Colour-contrast saliency with colour distribution and a centre prior.
 
     Parameters

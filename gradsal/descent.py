@@ -31,6 +31,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from backbones import Backbone
+
 __all__ = ["gradient_descent"]
 
 
@@ -51,7 +53,15 @@ def _cost(logits, label, original, gamma):
     return a[label] + 0.5 * gamma * penalty
 
 
-def gradient_descent(image, model, *, steps=10, gamma=1.0, epsilon=0.5, input_size=224):
+def gradient_descent(
+    image: np.ndarray,
+    model: Backbone,
+    *,
+    steps: int = 10,
+    gamma: float = 0.01,
+    epsilon: float = 0.01,
+    input_size: int = 224,
+) -> tuple[np.ndarray, int, np.ndarray]:
     """Erase the recognised object from an image by gradient descent on the input.
 
     Parameters

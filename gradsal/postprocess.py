@@ -10,7 +10,7 @@
   project's maps must.  A map with no positive value stays all zeros.  Optionally the peak
   is a high quantile of the map instead of its maximum (values above it clip to 1): a raw
   gradient map's maximum is set by a handful of outlier pixels, and on the ECSSD train
-  subset the 95th percentile scored better (``benchmarks/results/gradsal_tuning.md``).
+  subset the 95th percentile scored better (``benchmarks/results/tune_gradsal.md``).
 * Eq. 4, SLIC smoothing: every pixel of superpixel ``P_j`` gets the mean of the map over
   ``P_j`` (``region_mean`` then ``broadcast``; no loop over superpixels).
 * Eq. 6, refinement: the low-level map ``S_l`` is rescaled to ``[alpha, 1 + alpha]`` and
@@ -36,7 +36,7 @@ def _check_map(saliency, name="saliency"):
         raise ValueError(f"{name} must be floating point; got {saliency.dtype}")
 
 
-def prune_normalize(saliency, theta=0.1, *, quantile=1.0):
+def prune_normalize(saliency: np.ndarray, theta: float = 0.0, *, quantile: float = 1.0) -> np.ndarray:
     """Max-normalise, prune values below ``theta`` and normalise again.
 
     Parameters
@@ -78,7 +78,7 @@ def prune_normalize(saliency, theta=0.1, *, quantile=1.0):
     return np.clip(s, 0.0, 1.0).astype(np.float32)
 
 
-def slic_smooth(saliency, labels):
+def slic_smooth(saliency: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Replace each pixel by the mean of the map over its superpixel (Eq. 4).
 
     Parameters
@@ -106,7 +106,7 @@ def slic_smooth(saliency, labels):
     return broadcast(region_mean(saliency, labels, n), labels).astype(np.float32)
 
 
-def refine(smoothed, lowlevel, alpha=0.3):
+def refine(smoothed: np.ndarray, lowlevel: np.ndarray, alpha: float = 0.1) -> np.ndarray:
     """Multiply a smoothed map by a low-level map rescaled to ``[alpha, 1 + alpha]`` (Eq. 6).
 
     Parameters

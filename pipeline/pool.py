@@ -257,5 +257,5 @@ def save_map_png(path: str | Path, saliency: np.ndarray) -> None:
 
     from pipeline.cache import atomic_write
 
-    arr = np.round(np.clip(np.nan_to_num(saliency), 0.0, 1.0) * 255).astype(np.uint8)
+    arr = np.round(np.clip(np.nan_to_num(np.asarray(saliency, np.float32)), 0.0, 1.0) * 255).astype(np.uint8)
     atomic_write(path, lambda fh: Image.fromarray(arr).save(fh, format="PNG"))

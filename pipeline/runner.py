@@ -42,6 +42,7 @@ from pipeline.pool import (
 )
 
 POOL_ITEM = "*"  # the single item of a pool-level stage
+UNSTORED_MARK = "__unstored__"  # the only array of a cached item of a stage that is not stored
 LOCK_NAME = ".lock"
 
 
@@ -192,14 +193,53 @@ def _read_artifact(path: str) -> dict[str, np.ndarray]:
                               "removed: run again to recompute it") from None
 
 
-class LazyArtifacts(Mapping):
-    """Read-only mapping item -> artifact dict, loaded from the cache on access (picklable)."""
+@dataclass(frozen=True)
+class Recipe:
+    """How to recompute one item of a stage that is not stored (``Stage(store=False)``).
 
-    def __init__(self, paths: dict[Any, str]):
+    Consumers get a recipe instead of a cache path; the worker that needs the item computes it
+    from the recipe's own input references (themselves paths or recipes), once per process.
+    """
+
+    stage: str
+    key: str
+    params: Any
+    refs: dict[str, Any]
+    ctx: registry.ItemContext
+
+
+_RECOMPUTED: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+_RECOMPUTED_MAX = 16  # results kept per process (a target's inputs are reused across its pairs)
+
+
+def _resolve(ref) -> dict[str, np.ndarray]:
+    """An input's arrays from its reference: a cache path, or a recipe of an unstored stage."""
+    if not isinstance(ref, Recipe):
+        return _read_artifact(ref)
+    memo = (ref.stage, ref.key)
+    if memo not in _RECOMPUTED:
+        stage = registry.get(ref.stage)
+        inputs = _load_inputs(ref.refs)
+        with warnings.catch_warnings():  # its notices were shown when the stage itself ran
+            warnings.simplefilter("ignore")
+            result = stage.func([inputs], ref.params, ref.ctx)[0] if stage.batched else stage.func(inputs, ref.params, ref.ctx)
+        if len(_RECOMPUTED) >= _RECOMPUTED_MAX:
+            _RECOMPUTED.pop(next(iter(_RECOMPUTED)))
+        arrays = {k: np.asarray(v) for k, v in result.items()}
+        for a in arrays.values():  # shared by every consumer in this process: nobody may change it
+            a.flags.writeable = False
+        _RECOMPUTED[memo] = arrays
+    return _RECOMPUTED[memo]
+
+
+class LazyArtifacts(Mapping):
+    """Read-only mapping item -> artifact dict, loaded from the cache (or recomputed) on access (picklable)."""
+
+    def __init__(self, paths: dict[Any, Any]):
         self._paths = dict(paths)
 
     def __getitem__(self, item):
-        return _read_artifact(self._paths[item])
+        return _resolve(self._paths[item])
 
     def __iter__(self):
         return iter(self._paths)
@@ -238,8 +278,8 @@ def _limit_threads(threads: int):
 
 
 def _load_inputs(refs: dict[str, Any]) -> dict[str, Any]:
-    """refs: stage -> cache path (str) or LazyArtifacts."""
-    return {name: ref if isinstance(ref, LazyArtifacts) else _read_artifact(ref) for name, ref in refs.items()}
+    """refs: stage -> cache path (str), Recipe or LazyArtifacts."""
+    return {name: ref if isinstance(ref, LazyArtifacts) else _resolve(ref) for name, ref in refs.items()}
 
 
 @dataclass
@@ -311,7 +351,11 @@ def _execute(task: _Task, params, cache_root: str, threads: int) -> list[_Outcom
                 raise TypeError(f"stage {stage.name} returned {type(result).__name__}, expected a dict of arrays")
             if stage.produces_map:
                 _check_map(result, stage.name)
-            cache.save(stage.name, key, result)
+                # Maps are kept as float16 (11 significant bits, 3 more than the 8-bit PNG): half the
+                # cache; the PNG is written from the stored values, so a cached run writes the same bytes.
+                result = {**result, "map": np.asarray(result["map"], np.float16)}
+            # An unstored stage keeps only a marker: the item is done and valid; consumers recompute it.
+            cache.save(stage.name, key, result if stage.store else {UNSTORED_MARK: np.bool_(True)})
             if map_path is not None:
                 save_map_png(map_path, result["map"])
             outcomes.append(_Outcome(item, "computed", seconds, notices))
@@ -500,6 +544,7 @@ class Runner:
         self.log_path = self.out / "errors.log"
         self.device = "cpu"
         self.models: dict[str, models.ModelRef | None] = {}
+        self.recipes: dict[str, dict[Any, Recipe]] = {}  # unstored stages: item -> how to recompute it
         self.path_digests: dict[str, dict[str, str]] = {}
 
     # ---- inputs of the run
@@ -577,6 +622,13 @@ class Runner:
         return [n for n in order if n not in dropped]
 
     # ---- planning
+    def _ref(self, stage: str, key: str, item):
+        """How a consumer gets an input item: its cache path, or the recipe of an unstored stage."""
+        recipes = self.recipes.get(stage)
+        if recipes is None:
+            return str(self.cache.path(stage, key))
+        return recipes[item]
+
     def _input_key(self, dep: str, stem) -> str | None:
         keys = self.keys.get(dep, {})
         return keys.get(POOL_ITEM, keys.get(stem))
@@ -620,7 +672,7 @@ class Runner:
             dk = self._input_key(d, stem)
             if dk is None:
                 return None, None
-            refs[d] = str(self.cache.path(d, dk))
+            refs[d] = self._ref(d, dk, stem)
             keys.append((d, dk))
         return refs, keys
 
@@ -647,7 +699,7 @@ class Runner:
         refs, keys = {}, []
         for d in deps:
             present = self.keys.get(d, {})
-            refs[d] = LazyArtifacts({i: str(self.cache.path(d, k)) for i, k in present.items()})
+            refs[d] = LazyArtifacts({i: self._ref(d, k, i) for i, k in present.items()})
             keys.append((d, sorted((_item_label(i), k) for i, k in present.items())))
         plan.keys[POOL_ITEM] = item_key(stage.name, stage.version, self._key_params(stage, params), keys,
                                         extra=self._extra_key(stage))
@@ -677,7 +729,7 @@ class Runner:
                 if dk is None:
                     rp = None
                     break
-                rp[d] = str(self.cache.path(d, dk))
+                rp[d] = self._ref(d, dk, item)
                 kp.append((d, dk))
             if ra is None or rb is None or rp is None:
                 plan.skipped.append(item)
@@ -784,6 +836,9 @@ class Runner:
             self.report.map_dirs[name] = map_dir
             self.report.map_items[name] = sorted(str(i) for i in done)
         self.keys[name] = done
+        if not stage.store:
+            self.recipes[name] = {item: Recipe(name, key, params, plan.refs[item], plan.contexts[item])
+                                  for item, key in done.items()}
         return rep
 
     def _map(self, tasks, params, threads, n_workers, in_process):

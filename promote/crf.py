@@ -100,6 +100,8 @@ def dense_crf(
     # Eq. 5, smoothness kernel (positions only).
     crf.addPairwiseGaussian(sxy=theta_gamma, compat=smoothness_weight)
     # Eq. 5, appearance kernel (positions and colours).
-    crf.addPairwiseBilateral(sxy=theta_alpha, srgb=theta_beta, rgbim=image, compat=appearance_weight)
+    # pydensecrf takes a writable C-contiguous buffer (a read-only input image is copied).
+    rgb = np.require(image, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])
+    crf.addPairwiseBilateral(sxy=theta_alpha, srgb=theta_beta, rgbim=rgb, compat=appearance_weight)
     q = np.asarray(crf.inference(n_iterations), dtype=np.float32).reshape(2, h, w)
     return np.clip(q[1], 0.0, 1.0)

@@ -136,7 +136,9 @@ class SiftFlowParams:
 
 def run_siftflow(inputs_a, inputs_b, inputs_pair, params: SiftFlowParams, ctx):
     f = sift_flow(inputs_a["dense_sift"]["descriptors"], inputs_b["dense_sift"]["descriptors"], **asdict(params))
-    return {"vx": f.vx, "vy": f.vy, "cost": f.cost}
+    # Stored small: flows are whole pixels within the image (int16); the matching cost is a
+    # diagnostic no stage reads (float16: 3 significant digits).
+    return {"vx": f.vx.astype(np.int16), "vy": f.vy.astype(np.int16), "cost": f.cost.astype(np.float16)}
 
 
 @dataclass(frozen=True)
@@ -210,8 +212,8 @@ register(Stage(name="proposals", version="1", inputs=("pool",), params=Proposals
                granularity="image", func=run_proposals, method=proposals,
                doc="EdgeBoxes 1000 -> 100 proposals selected by Eq. 4 (MIJR Sec. III-A)"))
 register(Stage(name="dense_sift", version="1", inputs=("pool",), params=DenseSiftParams,
-               granularity="image", func=run_dense_sift, method=dense_sift,
-               doc="dense SIFT image on the 256x256 working grid (SIFT-Flow)"))
+               granularity="image", func=run_dense_sift, method=dense_sift, store=False,
+               doc="dense SIFT image on the 256x256 working grid (SIFT-Flow; recomputed, not stored)"))
 register(Stage(name="siftflow", version="1", inputs=("dense_sift",), params=SiftFlowParams,
                granularity="pair", func=run_siftflow, method=sift_flow, pairs_from="neighbours",
                doc="SIFT-Flow from target to neighbour: vx, vy, L2 matching cost"))

@@ -1,4 +1,9 @@
-"""The foundation's stages: ``pool`` (each image), ``priors`` (the user's maps), ``gt`` (masks)."""
+"""The foundation's stages: ``pool`` (each image), ``priors`` (the user's maps), ``gt`` (masks).
+
+``pool`` is not stored (``store=False``): decoding an image again costs milliseconds, storing it a
+third of a megabyte per image. Every image is still read and checked once per run by the stage
+itself, so a bad file is reported once, and a consumer's worker decodes the image when it reads it.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ def run_pool(inputs, params: PoolParams, ctx):
 
 register(Stage(
     name="pool", version="1", inputs=(), params=PoolParams, granularity="image", func=run_pool,
-    method=load_image, file_input="image",
+    method=load_image, file_input="image", store=False,
     doc="read each image of the pool as (H, W, 3) uint8 RGB (gray/RGBA/16-bit/palette converted)",
 ))
 

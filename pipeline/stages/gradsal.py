@@ -68,11 +68,13 @@ def _backbone(name: str, device: str):
 
 
 def run_gradsal(inputs, params: GradsalParams, ctx):
-    """One image -> ``{"map": refined, "raw", "smoothed": (H, W) float32, "label": int64}``."""
+    """One image -> ``{"map": refined (H, W) float32, "raw", "smoothed": (H, W) float16, "label": int64}``."""
     kwargs = asdict(params)
     model = _backbone(kwargs.pop("backbone"), ctx.device)
     res = gradsal_saliency(inputs["pool"]["image"], model, **kwargs)
-    return {"map": res.refined, "raw": res.raw, "smoothed": res.smoothed, "label": np.int64(res.label)}
+    # The intermediate maps are diagnostics: float16, like every stored map.
+    return {"map": res.refined, "raw": res.raw.astype(np.float16), "smoothed": res.smoothed.astype(np.float16),
+            "label": np.int64(res.label)}
 
 
 register(Stage(

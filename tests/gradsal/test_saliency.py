@@ -79,3 +79,18 @@ def test_shared_superpixels_for_the_lowlevel_map(backbone):
     # Smoothed and low-level maps share the 100 superpixels, so the refined map is
     # piecewise constant on them too.
     assert len(np.unique(res.refined)) <= 150
+
+
+def test_building_blocks_take_the_defaults_of_saliency():
+    import inspect
+
+    from gradsal import saliency
+    from gradsal.descent import gradient_descent
+    from gradsal.postprocess import prune_normalize, refine
+
+    top = inspect.signature(saliency).parameters
+    for block, names in ((gradient_descent, ("steps", "gamma", "epsilon", "input_size")),
+                         (prune_normalize, ("theta",)), (refine, ("alpha",))):
+        sig = inspect.signature(block).parameters
+        for n in names:
+            assert sig[n].default == top[n].default, f"{block.__name__}.{n}"

@@ -193,3 +193,34 @@ def run_fault_pool(inputs, params, ctx):
 register(Stage("test_fault_pair", "1", ("test_slow",), DelayParams, "pair", run_fault_pair, doc="test",
                pairs_from="test_pair_table"))
 register(Stage("test_fault_pool", "1", ("test_slow",), DelayParams, "pool", run_fault_pool, doc="test"))
+
+
+# ---- an unstored stage (recomputed by its consumers) and its consumers
+
+
+@dataclass(frozen=True)
+class UnstoredParams:
+    offset: float = 0.0
+    fail_on: str = ""
+
+
+def run_unstored(inputs, params, ctx):
+    image = inputs["pool"]["image"]
+    if params.fail_on and image.shape[0] == int(params.fail_on):
+        raise ValueError(f"refusing images of height {params.fail_on}")
+    return {"big": image.astype(np.float32) / 255.0 + params.offset}
+
+
+def run_uses_unstored(inputs, params, ctx):
+    return {"map": np.clip(inputs["test_unstored"]["big"].mean(axis=2), 0, 1).astype(np.float32)}
+
+
+def run_pool_of_unstored(inputs, params, ctx):
+    big = inputs["test_unstored"]
+    return {"sums": np.array([big[s]["big"].sum() for s in sorted(big)])}
+
+
+register(Stage("test_unstored", "1", ("pool",), UnstoredParams, "image", run_unstored, doc="test", store=False))
+register(Stage("test_uses_unstored", "1", ("test_unstored",), NoParams, "image", run_uses_unstored, doc="test",
+               produces_map=True))
+register(Stage("test_pool_of_unstored", "1", ("test_unstored",), NoParams, "pool", run_pool_of_unstored, doc="test"))

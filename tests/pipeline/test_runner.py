@@ -151,3 +151,34 @@ def test_old_stage_name_works_with_a_notice(tiny_pool, tmp_path):
     stages, lines, _ = _run(["slic500"], tiny_pool, tmp_path / "out", sets=["slic500.n_segments=4"])
     assert stages["slic"].computed == 4
     assert any("slic500 is now called slic" in line for line in lines)
+
+
+def test_an_unstored_stage_keeps_a_marker_and_its_consumers_recompute_it(tiny_pool, tmp_path):
+    from pipeline.cache import Cache
+
+    out = tmp_path / "out"
+    names = ["test_uses_unstored", "test_pool_of_unstored"]
+    stages, _, _ = _run(names, tiny_pool, out)
+    assert stages["test_unstored"].computed == 4 and stages["test_uses_unstored"].computed == 4
+    cache = Cache(out)
+    markers = list((cache.root / "test_unstored").glob("*.npz"))
+    assert len(markers) == 4 and all(set(np.load(m).files) == {"__unstored__"} for m in markers)
+    # The consumers got the real arrays: the map is the image's mean colour, the sums the image sums.
+    from PIL import Image
+
+    for i in range(4):
+        img = np.asarray(Image.open(tiny_pool / f"img{i}.png"), np.float32) / 255.0
+        got = np.asarray(Image.open(out / "test_uses_unstored" / f"img{i}.png"), np.float32) / 255.0
+        assert np.abs(got - img.mean(axis=2)).max() <= 1 / 255 + 1e-6
+    sums = next((cache.root / "test_pool_of_unstored").glob("*.npz"))
+    expected = [(np.asarray(Image.open(tiny_pool / f"img{i}.png"), np.float32) / 255.0).sum() for i in range(4)]
+    np.testing.assert_allclose(np.load(sums)["sums"], expected, rtol=1e-5)
+    again, _, report = _run(names, tiny_pool, out)
+    assert report.computed == 0 and again["test_unstored"].cached == 4
+    # A changed parameter of the unstored stage reaches its consumers through the keys.
+    changed, _, _ = _run(names, tiny_pool, out, sets=["test_unstored.offset=0.5"])
+    assert changed["test_uses_unstored"].computed == 4 and changed["test_pool_of_unstored"].computed == 1
+    # A failing item is reported once, by the stage itself, and its dependants are skipped.
+    failing, lines, _ = _run(names, tiny_pool, tmp_path / "o2", sets=["test_unstored.fail_on=24"])
+    assert failing["test_unstored"].failed == 1 and failing["test_uses_unstored"].skipped == 1
+    assert sum("refusing images of height 24" in line for line in lines) == 1

@@ -67,3 +67,12 @@ def test_prior_of_another_shape_is_refused():
     img, truth = _two_region_image(10, 10)
     with pytest.raises(ValueError, match="prior: expected shape"):
         dense_crf(img, np.zeros((9, 10), np.float32))
+
+
+def test_a_read_only_image_is_accepted():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    prior = rng.random((12, 16)).astype(np.float32)
+    frozen = image.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(dense_crf(frozen, prior), dense_crf(image, prior))
