@@ -850,6 +850,11 @@ class Runner:
         from joblib import Parallel, delayed
         from joblib.externals.loky.process_executor import TerminatedWorkerError
 
+        # loky says this when an idle worker times out and is replaced between stages: harmless
+        # here (nothing is lost: a replaced worker only loads its models again), and it said it on
+        # every parallel run.
+        warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given to the executor")
+
         use_dask = self.options.scheduler.startswith("dask://")
         runner = Parallel(n_jobs=-1 if use_dask else n_workers, return_as="generator_unordered", batch_size=1)
         finished = set()
