@@ -87,16 +87,23 @@ def u2netp_model_path() -> Path:
     )
 
 
-def _session(model_path: Path):
-    """The onnxruntime session of a model file, built once per process and provider list."""
+def _session(model_path: Path, threads: int | None = None):
+    """The onnxruntime session of a model file, built once per process, provider list and thread count."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    return load_once(
-        ("onnx", str(model_path), tuple(providers)),
-        lambda: ort.InferenceSession(str(model_path), providers=providers),
-    )
+
+    def build():
+        options = ort.SessionOptions()
+        if threads is not None:
+            # onnxruntime's own pool ignores OMP_NUM_THREADS: without this, every worker process
+            # spins one thread per core and two workers oversubscribe a 2-core machine.
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+
+    return load_once(("onnx", str(model_path), tuple(providers), threads), build)
 
 
 def _preprocess(image: np.ndarray) -> np.ndarray:
@@ -125,7 +132,11 @@ def _postprocess(pred: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def u2netp_saliency(
-    images: Sequence[np.ndarray], *, batch_size: int = 8, model_path: str | os.PathLike | None = None
+    images: Sequence[np.ndarray],
+    *,
+    batch_size: int = 8,
+    model_path: str | os.PathLike | None = None,
+    threads: int | None = None,
 ) -> list[np.ndarray]:
     """Saliency maps of several images by U2-Netp (the ONNX model shipped by rembg).
 
@@ -139,6 +150,9 @@ def u2netp_saliency(
         maps do not depend on it.
     model_path : path-like, optional
         ONNX file to use instead of the one shipped in ``rembg``.
+    threads : int, optional
+        Intra-op threads of the onnxruntime session (None: onnxruntime's default, one per core).
+        A speed setting only: the maps do not depend on it.
 
     Returns
     -------
@@ -173,7 +187,9 @@ def u2netp_saliency(
     path = Path(model_path) if model_path is not None else u2netp_model_path()
     if not path.is_file():
         raise ModelNotFoundError(f"U2-Netp model file not found: {path}")
-    sess = _session(path)
+    if threads is not None:
+        threads = check_int(threads, "threads")
+    sess = _session(path, threads)
     input_name = sess.get_inputs()[0].name
     output_name = sess.get_outputs()[0].name  # d0, the fused map
     maps: list[np.ndarray] = []

@@ -230,12 +230,17 @@ class ItemContext:
         Where torch work runs: ``"cpu"`` or ``"cuda"`` (the run's ``--device``).
     item : str or tuple or None
         The item (stem, or (target, neighbour) for pairs), for messages.
+    threads : int or None
+        The compute threads this worker may use (its share of the cores; a speed setting, never
+        part of a key). The runner already limits OpenMP, BLAS, torch, numba and OpenCV to it;
+        libraries with their own pools (onnxruntime) are given it explicitly.
     """
 
     file: Path | None = None
     model: Any = None
     device: str = "cpu"
     item: Any = None
+    threads: int | None = None
 
 
 @dataclass(frozen=True)

@@ -275,6 +275,8 @@ def _limit_threads(threads: int):
             sys.modules["numba"].set_num_threads(min(threads, sys.modules["numba"].config.NUMBA_NUM_THREADS))
         except (ValueError, AttributeError):  # pragma: no cover
             pass
+    if "cv2" in sys.modules:  # OpenCV's own pool (SLIC, EdgeBoxes, resizing)
+        sys.modules["cv2"].setNumThreads(threads)
 
 
 def _load_inputs(refs: dict[str, Any]) -> dict[str, Any]:
@@ -316,8 +318,9 @@ def _describe_error(exc: BaseException) -> str:
 
 def _execute(task: _Task, params, cache_root: str, threads: int) -> list[_Outcome]:
     """Compute one task in a worker (or in-process) and write its artifacts atomically."""
-    _limit_threads(threads)
-    stage = registry.get(task.stage)
+    stage = registry.get(task.stage)  # first: it imports the stage modules (torch, numba, cv2) ...
+    _limit_threads(threads)  # ... whose thread pools are then limited
+    task = dataclasses.replace(task, contexts=[dataclasses.replace(c, threads=threads) for c in task.contexts])
     cache = Cache(Path(cache_root).parent)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:

@@ -136,9 +136,10 @@ class SiftFlowParams:
 
 def run_siftflow(inputs_a, inputs_b, inputs_pair, params: SiftFlowParams, ctx):
     f = sift_flow(inputs_a["dense_sift"]["descriptors"], inputs_b["dense_sift"]["descriptors"], **asdict(params))
-    # Stored small: flows are whole pixels within the image (int16); the matching cost is a
-    # diagnostic no stage reads (float16: 3 significant digits).
-    return {"vx": f.vx.astype(np.int16), "vy": f.vy.astype(np.int16), "cost": f.cost.astype(np.float16)}
+    # Stored small: flows are whole pixels within the image (int16). The per-pixel matching cost
+    # (noise: 87 of the 92 KB of a pair) is read by no stage; its mean is kept as a diagnostic, and
+    # alignment.match_cost recomputes the map from the flow when it is wanted.
+    return {"vx": f.vx.astype(np.int16), "vy": f.vy.astype(np.int16), "cost_mean": np.float64(f.cost.mean())}
 
 
 @dataclass(frozen=True)
@@ -214,9 +215,9 @@ register(Stage(name="proposals", version="1", inputs=("pool",), params=Proposals
 register(Stage(name="dense_sift", version="1", inputs=("pool",), params=DenseSiftParams,
                granularity="image", func=run_dense_sift, method=dense_sift, store=False,
                doc="dense SIFT image on the 256x256 working grid (SIFT-Flow; recomputed, not stored)"))
-register(Stage(name="siftflow", version="1", inputs=("dense_sift",), params=SiftFlowParams,
+register(Stage(name="siftflow", version="2", inputs=("dense_sift",), params=SiftFlowParams,
                granularity="pair", func=run_siftflow, method=sift_flow, pairs_from="neighbours",
-               doc="SIFT-Flow from target to neighbour: vx, vy, L2 matching cost"))
+               doc="SIFT-Flow from target to neighbour: vx, vy (int16), mean L2 matching cost"))
 register(Stage(name="alignment", version="1",
                inputs=("pool", "slic", "proposals", "dense_sift", "siftflow"),
                params=AlignmentParams, granularity="pair", func=run_alignment, method=bilevel_alignment,

@@ -25,13 +25,15 @@ class U2netpParams:
 def run_u2netp(batch, params: U2netpParams, ctx):
     """Batch of image-stage inputs -> list of ``{"map": (H, W) float32 in [0, 1]}``."""
     images = [inputs["pool"]["image"] for inputs in batch]
-    maps = u2netp_saliency(images, batch_size=max(len(images), 1))
+    maps = u2netp_saliency(images, batch_size=max(len(images), 1), threads=ctx.threads)
     return [{"map": m} for m in maps]
 
 
+# cpu_batch 1: the exported graph runs one image at a time anyway, and groups of 8 split a small
+# pool unevenly between the worker processes (25 images: 16 on one worker, 9 on the other).
 register(Stage(
     name="u2netp", version="1", inputs=("pool",), params=U2netpParams, granularity="image",
-    func=run_u2netp, produces_map=True, batched=True, resources=Resources(cpu_batch=8, gpu_batch=8),
+    func=run_u2netp, produces_map=True, batched=True, resources=Resources(cpu_batch=1, gpu_batch=8),
     doc="U^2-Net-small saliency prior (ONNX model shipped by rembg; Qin et al. 2020)",
 ))
 
