@@ -140,6 +140,7 @@ def centre_pool(
     *,
     gist_weight: float = GIST_WEIGHT,
     hog_weight: float = HOG_WEIGHT,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Pool-centred descriptors (Eq. C): each part minus its pool mean, re-normalised, re-weighted.
 
@@ -149,6 +150,9 @@ def centre_pool(
         Rows from :func:`descriptor` (GIST part first, 960 values, then 144 HOG values).
     gist_weight, hog_weight : float, optional
         The shares used for the output (renormalised to sum to 1). Default 0.5 each.
+    out : (N, 1104) ndarray of float32, optional
+        Where to write the result (may be ``descriptors`` itself, or a ``numpy.memmap``): the pool
+        is read and written in blocks of rows, so a pool larger than memory can be centred.
 
     Returns
     -------
@@ -162,22 +166,42 @@ def centre_pool(
     removes the component every GIST vector shares. It is a pool-level step, so it lives in the
     ``neighbours`` stage, not in the per-image descriptor.
     """
-    d = np.asarray(descriptors)
+    d = descriptors if isinstance(descriptors, np.ndarray) else np.asarray(descriptors)
     n_g = gist_length(3)
     if d.ndim != 2 or d.shape[0] < 1 or d.shape[1] != descriptor_length():
         raise ValueError(
             f"descriptors: expected an (N, {descriptor_length()}) array, got shape {d.shape}"
         )
-    d = d.astype(np.float64)
-    if not np.all(np.isfinite(d)):
-        raise ValueError("descriptors: expected finite values, got NaN or inf")
+    if out is not None and (out.shape != d.shape or out.dtype != np.float32):
+        raise ValueError(f"out: expected a float32 array of shape {d.shape}, got {out.dtype} {out.shape}")
     total = _part_weights(gist_weight, hog_weight)
-    out = []
-    for part, w in ((d[:, :n_g], gist_weight), (d[:, n_g:], hog_weight)):
-        norms = np.linalg.norm(part, axis=1, keepdims=True)
-        unit = np.where(norms > 0, part / np.maximum(norms, 1e-300), 0.0)
-        c = unit - unit.mean(axis=0)  # Eq. C
-        cn = np.linalg.norm(c, axis=1, keepdims=True)
-        c = np.where(cn > 1e-9, c / np.maximum(cn, 1e-300), 0.0)
-        out.append(np.sqrt(w / total) * c)
-    return np.hstack(out).astype(np.float32)
+    parts = ((slice(0, n_g), gist_weight), (slice(n_g, d.shape[1]), hog_weight))
+    block = 4096
+
+    def unit_parts(rows):
+        rows = np.asarray(rows, np.float64)
+        if not np.all(np.isfinite(rows)):
+            raise ValueError("descriptors: expected finite values, got NaN or inf")
+        units = []
+        for cols, _ in parts:
+            part = rows[:, cols]
+            norms = np.linalg.norm(part, axis=1, keepdims=True)
+            units.append(np.where(norms > 0, part / np.maximum(norms, 1e-300), 0.0))
+        return units
+
+    n = d.shape[0]
+    sums = [np.zeros(cols.stop - cols.start) for cols, _ in parts]
+    for s in range(0, n, block):  # pass 1: the pool means of the unit parts
+        for acc, u in zip(sums, unit_parts(d[s:s + block])):
+            acc += u.sum(axis=0)
+    means = [acc / n for acc in sums]
+    result = np.empty(d.shape, np.float32) if out is None else out
+    for s in range(0, n, block):  # pass 2: centre (Eq. C), re-normalise, re-weight
+        centred = []
+        for u, mean, (_, w) in zip(unit_parts(d[s:s + block]), means, parts):
+            c = u - mean  # Eq. C
+            cn = np.linalg.norm(c, axis=1, keepdims=True)
+            c = np.where(cn > 1e-9, c / np.maximum(cn, 1e-300), 0.0)
+            centred.append(np.sqrt(w / total) * c)
+        result[s:s + block] = np.hstack(centred)
+    return result

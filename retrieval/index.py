@@ -8,11 +8,13 @@ nearest other rows by Euclidean distance (Eq. K), the row itself excluded::
 Methods
 -------
 ``"exact"`` (default)
-    Brute force with :class:`sklearn.neighbors.NearestNeighbors` (``algorithm="brute"``), which
-    evaluates the distance matrix in memory-bounded chunks (one GEMM per chunk), so it is exact
-    and fits memory for pools of 10k and more; ``k + 1`` neighbours are asked for and the query
-    itself is removed *by index* (not by position), so exact duplicates of the query, which tie
-    with it at distance 0, are kept and found as neighbours.
+    Brute force over blocks of rows: for a block of queries and a block of pool rows, the squared
+    distances ``|q|^2 + |p|^2 - 2 q.p`` (one float64 GEMM), of which each query keeps its best
+    ``k + 2`` so far. Only two blocks are in memory at a time, read from the descriptor array as
+    it is (a ``numpy.memmap`` of a large pool is never copied whole), so the cost is
+    ``O(N^2 D)`` time and ``O(block^2 + N k)`` memory. ``k + 2`` neighbours are kept and the
+    query itself is removed *by index* (not by position), so exact duplicates of the query, which
+    tie with it at distance 0, are kept and found as neighbours.
 ``"pca"`` (approximate)
     The descriptors are projected on their first ``n_components`` principal axes
     (:class:`sklearn.decomposition.PCA`, randomised), ``n_candidates`` (default ``4 k``) nearest
@@ -48,15 +50,19 @@ class Neighbours:
     distance: np.ndarray
 
 
+BLOCK_ROWS = 2048  # rows per block of the exact search: two float64 blocks of distances ~ 32 MB
+
+
 def _check(descriptors, k) -> tuple[np.ndarray, int]:
-    x = np.asarray(descriptors)
+    """Validated descriptors, not copied (a memmap stays one); finiteness checked block by block."""
+    x = descriptors if isinstance(descriptors, np.ndarray) else np.asarray(descriptors)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"descriptors: expected a non-empty (N, D) array, got shape {x.shape}")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise ValueError(f"descriptors: expected a numeric array, got dtype {x.dtype}")
-    x = x.astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("descriptors: expected finite values, got NaN or inf")
+    for s in range(0, x.shape[0], BLOCK_ROWS):
+        if not np.all(np.isfinite(x[s:s + BLOCK_ROWS])):
+            raise ValueError("descriptors: expected finite values, got NaN or inf")
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k: expected an int >= 1, got {k!r}")
     return x, int(k)
@@ -81,12 +87,30 @@ def _stable_sorted(idx: np.ndarray, dist: np.ndarray):
 
 
 def _exact(x: np.ndarray, n_query: int):
-    from sklearn.neighbors import NearestNeighbors
-
-    nn = NearestNeighbors(n_neighbors=n_query, algorithm="brute", metric="euclidean")
-    nn.fit(x)
-    dist, idx = nn.kneighbors(x, n_neighbors=n_query, return_distance=True)
-    return idx.astype(np.int64), dist.astype(np.float64)
+    """The ``n_query`` nearest rows of every row (itself included), block by block (Eq. K)."""
+    n, block = x.shape[0], BLOCK_ROWS
+    best_idx = np.empty((n, n_query), np.int64)
+    best_d2 = np.empty((n, n_query), np.float64)
+    for qs in range(0, n, block):
+        q = np.asarray(x[qs:qs + block], np.float64)
+        qq = np.einsum("ij,ij->i", q, q)
+        cand_idx, cand_d2 = [], []
+        for ps in range(0, n, block):
+            p = q if ps == qs else np.asarray(x[ps:ps + block], np.float64)
+            pp = qq if ps == qs else np.einsum("ij,ij->i", p, p)
+            d2 = np.maximum(qq[:, None] + pp[None, :] - 2.0 * (q @ p.T), 0.0)
+            if ps == qs:  # a row's distance to itself is exactly 0, not the GEMM's rounding
+                np.fill_diagonal(d2, 0.0)
+            m = min(n_query, d2.shape[1])
+            part = np.argpartition(d2, m - 1, axis=1)[:, :m] if m < d2.shape[1] else \
+                np.broadcast_to(np.arange(d2.shape[1]), d2.shape)
+            cand_idx.append(part + ps)
+            cand_d2.append(np.take_along_axis(d2, part, 1))
+        ci, cd = np.hstack(cand_idx), np.hstack(cand_d2)
+        order = np.lexsort((ci, cd), axis=1)[:, :n_query]  # by distance, ties by the smaller index
+        best_idx[qs:qs + block] = np.take_along_axis(ci, order, 1)
+        best_d2[qs:qs + block] = np.take_along_axis(cd, order, 1)
+    return best_idx, np.sqrt(best_d2)
 
 
 def _pca(x: np.ndarray, n_query: int, n_components: int, n_candidates: int, seed: int):
@@ -95,6 +119,7 @@ def _pca(x: np.ndarray, n_query: int, n_components: int, n_candidates: int, seed
 
     n, d = x.shape
     n_components = min(n_components, n, d)
+    # The projection reads the whole array once (a memmap is copied here: this path is for speed).
     z = PCA(n_components=n_components, svd_solver="randomized", random_state=seed).fit_transform(x)
     n_cand = min(max(n_candidates, n_query), n)
     cand = NearestNeighbors(n_neighbors=n_cand, algorithm="brute").fit(z).kneighbors(
@@ -106,7 +131,8 @@ def _pca(x: np.ndarray, n_query: int, n_components: int, n_candidates: int, seed
     step = max(1, int(2**26 // max(1, n_cand * d)))
     for s in range(0, n, step):
         e = min(n, s + step)
-        dist[s:e] = np.linalg.norm(x[cand[s:e]] - x[s:e, None, :], axis=2)
+        dist[s:e] = np.linalg.norm(np.asarray(x[cand[s:e]], np.float64) - np.asarray(x[s:e], np.float64)[:, None, :],
+                                   axis=2)
     order = np.argsort(dist, axis=1, kind="stable")[:, :n_query]
     return np.take_along_axis(cand, order, 1).astype(np.int64), np.take_along_axis(dist, order, 1)
 

@@ -14,7 +14,9 @@ and distance +inf.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -77,10 +79,18 @@ def run_neighbours(inputs, params: NeighboursParams, ctx):
     stems = sorted(str(s) for s in table)
     if not stems:
         raise ValueError("neighbours: no image has a gist_hog descriptor")
-    desc = np.stack([np.asarray(table[s]["descriptor"], dtype=np.float32) for s in stems])
-    if params.centre:
-        desc = centre_pool(desc, gist_weight=params.gist_weight, hog_weight=params.hog_weight)
-    nn = nearest_neighbours(desc, k=params.k, method=params.method)
+    # The pool's descriptors go to a memory-mapped file (in TMPDIR), are centred there in place and
+    # searched block by block: memory stays bounded for any pool size (4.4 KB per image on disk).
+    with tempfile.TemporaryDirectory(prefix="neighbours-") as tmp:
+        first = np.asarray(table[stems[0]]["descriptor"], dtype=np.float32)
+        desc = np.lib.format.open_memmap(Path(tmp) / "descriptors.npy", mode="w+", dtype=np.float32,
+                                         shape=(len(stems), first.shape[0]))
+        for i, s in enumerate(stems):
+            desc[i] = table[s]["descriptor"]
+        if params.centre:
+            centre_pool(desc, gist_weight=params.gist_weight, hog_weight=params.hog_weight, out=desc)
+        nn = nearest_neighbours(desc, k=params.k, method=params.method)
+        del desc  # unmapped before the folder goes
     n, got = nn.index.shape
     index = np.full((n, params.k), -1, dtype=np.int64)
     distance = np.full((n, params.k), np.inf, dtype=np.float64)

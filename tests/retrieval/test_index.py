@@ -81,3 +81,31 @@ def test_validation():
         nearest_neighbours(np.zeros((4, 3)), method="annoy")
     with pytest.raises(ValueError):
         nearest_neighbours(np.array([["a", "b"]]))
+
+
+def test_blocked_search_equals_one_block_and_sklearn(tmp_path):
+    from sklearn.neighbors import NearestNeighbors
+
+    from retrieval import index as index_mod
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 24)).astype(np.float32)
+    x[17] = x[250]  # a duplicate pair across blocks
+    mm = np.lib.format.open_memmap(tmp_path / "d.npy", mode="w+", dtype=np.float32, shape=x.shape)
+    mm[:] = x
+    mm.flush()
+    whole = nearest_neighbours(x, k=5)
+    old = index_mod.BLOCK_ROWS
+    try:
+        index_mod.BLOCK_ROWS = 64  # five query blocks x five pool blocks, a short last block
+        blocked = nearest_neighbours(np.load(tmp_path / "d.npy", mmap_mode="r"), k=5)
+    finally:
+        index_mod.BLOCK_ROWS = old
+    np.testing.assert_array_equal(blocked.index, whole.index)
+    np.testing.assert_allclose(blocked.distance, whole.distance, rtol=1e-9, atol=1e-9)
+    assert blocked.index[17, 0] == 250 and blocked.index[250, 0] == 17
+    ref = NearestNeighbors(n_neighbors=6, algorithm="brute").fit(x.astype(np.float64))
+    dist, idx = ref.kneighbors(x.astype(np.float64))
+    np.testing.assert_allclose(whole.distance, dist[:, 1:], rtol=1e-6, atol=1e-6)
+    differs = (whole.index != idx[:, 1:]).any(axis=1)
+    assert differs.sum() <= 2  # only the duplicate pair, whose tie sklearn orders its own way
