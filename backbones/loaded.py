@@ -19,7 +19,7 @@ from typing import Any
 __all__ = ["load_once", "forget_loaded"]
 
 _LOADED: dict[tuple[int, Hashable], Any] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: a factory may load what it builds on (a model file, then a network)
 
 
 def load_once(key: Hashable, factory: Callable[[], Any]) -> Any:

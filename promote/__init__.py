@@ -1,10 +1,22 @@
 """Promoters: an image plus a prior saliency map (from any detector) in, a better map out.
 
 * :func:`dense_crf` — fully connected CRF refinement (the baseline every promoter is judged against).
+* :func:`lps_promote` — LPS (Zeng et al. 2018): nearest-anchor classification in a learned metric
+  space, anchors from the prior map, revised iteratively; :func:`train_anchor_network` trains it.
 
 Plain functions on numpy arrays; no file I/O, no caches, no CLI.
 """
 
 from promote.crf import dense_crf
+from promote.lps import (
+    AnchorNetwork,
+    LpsTraining,
+    iterate_prior,
+    lps_promote,
+    nearest_anchor_probability,
+    region_anchor,
+    train_anchor_network,
+)
 
-__all__ = ["dense_crf"]
+__all__ = ["dense_crf", "AnchorNetwork", "LpsTraining", "iterate_prior", "lps_promote",
+           "nearest_anchor_probability", "region_anchor", "train_anchor_network"]

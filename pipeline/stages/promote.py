@@ -3,14 +3,19 @@ better map out.
 
 * ``crf`` wraps :func:`promote.dense_crf` (fully connected CRF, MIJR Eq. 5 kernel): the baseline
   every promoter is judged against.
+* ``lps`` wraps :func:`promote.lps_promote` (LPS, Zeng et al. 2018) on the ``deep_features`` of each
+  image; ``lps_fit`` (a pool stage) trains its anchor network with :func:`promote.train_anchor_network`
+  on the pool's ``--gt`` masks (``--set lps.model=train``, or ``python -m pipeline train lps``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from pipeline.registry import Stage, param, register
-from promote import dense_crf
+import numpy as np
+
+from pipeline.registry import ModelSlot, Stage, param, register
+from promote import dense_crf, lps_promote, train_anchor_network
 
 
 @dataclass(frozen=True)
@@ -54,4 +59,113 @@ register(Stage(
     name="crf", version="1", inputs=("pool",), params=CrfParams, granularity="image", func=run_crf,
     method=dense_crf, produces_map=True, prior_params=("prior",),
     doc="dense-CRF refinement of a prior map (the baseline promoter; MIJR Eq. 5 kernel)",
+))
+
+
+# --------------------------------------------------------------------------- LPS
+
+
+@dataclass(frozen=True)
+class LpsFitParams:
+    """Parameters of ``lps_fit`` (:func:`promote.train_anchor_network`; Alg. 1).
+
+    Parameters
+    ----------
+    channels : int
+        C: channels of each tap on the embedding grid (paper: 64).
+    dim : int
+        D: embedding dimension (paper: 512).
+    region_embedding : str
+        ``conv`` or ``fc`` (Fig. 4; paper's choice: conv).
+    flip_probability : float
+        p: labels flipped when the training anchors are made (paper: 0.05).
+    learning_rate : float
+        Adam's learning rate (paper: 1e-3).
+    epochs : int
+        Passes over the training pool.
+    batch_size : int
+        Images per step.
+    seed : int
+        Initialisation, order and flips.
+    """
+
+    channels: int = param(32, ge=1)
+    dim: int = param(64, ge=1)
+    region_embedding: str = param("conv", choices=("conv", "fc"))
+    flip_probability: float = param(0.05, ge=0, lt=0.5)
+    learning_rate: float = param(1e-3, gt=0)
+    epochs: int = param(8, ge=1)
+    batch_size: int = param(8, ge=1)
+    seed: int = param(0, ge=0)
+
+
+def run_lps_fit(inputs, params: LpsFitParams, ctx):
+    """The pool's cached taps and masks -> an LPS model (arrays + meta)."""
+    from pipeline.models import model_result
+    from promote import train_anchor_network
+
+    feats_all, gt = inputs["deep_features"], inputs["gt"]
+    stems = sorted(s for s in gt if s in feats_all)
+    if not stems:
+        raise ValueError("lps_fit: no image has both deep features and a ground-truth mask")
+    first = feats_all[stems[0]]
+    strides = {}
+    taps = [k for k in first if k not in ("strides", "size")]
+    for tap, s in zip(taps, np.asarray(first["strides"]).tolist()):
+        strides[tap] = int(s)
+    feats = [{t: feats_all[s][t] for t in taps} for s in stems]
+    masks = [np.asarray(gt[s]["mask"]) for s in stems]
+    res = train_anchor_network(feats, masks, tap_strides=strides, input_size=int(first["size"]), **asdict(params))
+    net = res.network
+    return model_result(net.state_arrays(), {
+        "stage": "lps",
+        "hparams": net.hparams,
+        "training": {"seconds": round(res.seconds, 1), "data": {"images": res.images},
+                     "epoch_losses": [round(float(v), 5) for v in res.losses], "parameters": net.n_parameters()},
+        "validation": {"final_train_loss": round(float(res.losses[-1]), 5)},
+    })
+
+
+@dataclass(frozen=True)
+class LpsParams:
+    """Parameters of ``lps`` (:func:`promote.lps_promote`; Alg. 2).
+
+    Parameters
+    ----------
+    prior : str
+        The map stage to promote (``priors``: the user's ``--priors`` maps).
+    model : str
+        ``train`` (fit by ``lps_fit`` on this pool's ``--gt``), a model file, or a shipped model name.
+    iterations : int
+        T of Alg. 2 (paper: 1).
+    """
+
+    prior: str = "u2netp"
+    model: str = "lps-duts"
+    iterations: int = param(1, ge=1)
+
+
+def _anchor_network(model):
+    from promote import AnchorNetwork
+
+    return AnchorNetwork.from_state(model.arrays, model.hparams)
+
+
+def run_lps(inputs, params: LpsParams, ctx):
+    from promote import lps_promote
+
+    network = ctx.model.build(_anchor_network, ctx.device)
+    feats = inputs["deep_features"]
+    return {"map": lps_promote(feats, inputs[params.prior]["map"], network, iterations=params.iterations)}
+
+
+register(Stage(
+    name="lps_fit", version="1", inputs=("deep_features", "gt"), params=LpsFitParams, granularity="pool",
+    func=run_lps_fit, method=train_anchor_network, run_input="gt",
+    doc="train the LPS anchor network on the pool's deep features and --gt masks (Alg. 1)",
+))
+register(Stage(
+    name="lps", version="1", inputs=("deep_features",), params=LpsParams, granularity="image", func=run_lps,
+    method=lps_promote, produces_map=True, prior_params=("prior",), learned=ModelSlot(trainer="lps_fit"),
+    doc="LPS promoter: nearest-anchor classification in a learned metric space (Zeng et al. 2018)",
 ))

@@ -92,3 +92,23 @@ def test_extract_features_batching_does_not_change_results(net):
     with torch.no_grad():
         direct = net.features(net.preprocess(images[2], size=96), taps=("s8",))["s8"].numpy()
     np.testing.assert_allclose(one["s8"][2:], direct, rtol=1e-4, atol=1e-4)
+
+
+def test_load_once_builds_once_and_a_factory_may_load_another_model():
+    from backbones.loaded import forget_loaded, load_once
+
+    calls = []
+
+    def inner():
+        calls.append("inner")
+        return {"weights": 1}
+
+    def outer():
+        calls.append("outer")
+        return ("net", load_once(("test-inner",), inner))
+
+    first = load_once(("test-outer",), outer)
+    again = load_once(("test-outer",), outer)
+    assert first is again and first[1] is load_once(("test-inner",), inner)
+    assert calls == ["outer", "inner"]
+    forget_loaded()

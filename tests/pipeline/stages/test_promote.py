@@ -1,0 +1,56 @@
+"""Promoter stages ``crf`` and ``lps`` through the runner: train LPS on one pool, apply it on another."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import build_params
+from pipeline.runner import RunOptions, run
+
+
+def _pool(folder, seed, n=4):
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True)
+    (folder / "gt").mkdir()
+    for i in range(n):
+        img = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
+        mask = np.zeros((40, 48), bool)
+        mask[10 + i:28 + i, 12:34] = True
+        img[mask] = rng.integers(170, 255, (mask.sum(), 3), dtype=np.uint8)
+        Image.fromarray(img).save(folder / "images" / f"im{i}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(folder / "gt" / f"im{i}.png")
+    return folder / "images", folder / "gt"
+
+
+def _run(names, out, sets, **kw):
+    params, _ = build_params(None, list(sets))
+    report = run(names, params, RunOptions(out=out, jobs=1, progress=False, echo=lambda _: None, **kw))
+    return {s.name: s for s in report.stages}
+
+
+def test_lps_trains_on_one_pool_and_promotes_the_priors_of_another(tmp_path):
+    imgs_a, gt_a = _pool(tmp_path / "A", 0)
+    imgs_b, _ = _pool(tmp_path / "B", 1, n=2)
+    fit = ["lps_fit.epochs=2", "lps_fit.batch_size=2", "lps_fit.channels=4", "lps_fit.dim=4"]
+    stages = _run(["lps"], tmp_path / "oa", [*fit, "lps.model=train", "lps.prior=contrast"], pool=imgs_a, gt=gt_a)
+    assert stages["lps_fit"].computed == 1 and stages["lps"].computed == 4
+    from pipeline.cache import Cache
+
+    model_file = next((Cache(tmp_path / "oa").root / "lps_fit").glob("*.npz"))
+    stages = _run(["lps"], tmp_path / "ob", [f"lps.model={model_file}", "lps.prior=contrast", "lps.iterations=2"],
+                  pool=imgs_b)
+    assert stages["lps"].computed == 2 and "lps_fit" not in stages
+    out = np.asarray(Image.open(tmp_path / "ob" / "lps" / "im0.png"))
+    assert out.shape == (40, 48)
+
+
+def test_the_default_lps_model_is_named_when_it_is_not_installed(tmp_path):
+    from pipeline import models
+
+    if "lps-duts" in models.shipped_models():
+        pytest.skip("the model is shipped")
+    imgs, _ = _pool(tmp_path / "A", 0, n=1)
+    from pipeline.runner import RunError
+
+    with pytest.raises(RunError, match="lps.model = 'lps-duts'"):
+        _run(["lps"], tmp_path / "o", [], pool=imgs)

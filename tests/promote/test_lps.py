@@ -1,0 +1,145 @@
+"""LPS on small synthetic inputs whose right answer is known (Eq. 3, Eq. 5, Alg. 1-2)."""
+
+import numpy as np
+import pytest
+from scipy.ndimage import binary_dilation, binary_erosion
+
+from promote.lps import (
+    AnchorNetwork,
+    iterate_prior,
+    lps_promote,
+    nearest_anchor_probability,
+    region_anchor,
+    train_anchor_network,
+)
+
+STRIDES = {"s4": 4, "s8": 8, "s16": 16}
+SIZE = 64  # network input side: a 16 x 16 embedding grid
+
+
+def test_eq3_probabilities_sum_to_one_and_favour_the_nearer_anchor():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(6, 5, 7))
+    fg, bg = rng.normal(size=6), rng.normal(size=6)
+    p = nearest_anchor_probability(emb, fg, bg)
+    q = nearest_anchor_probability(emb, bg, fg)  # the background's probability
+    np.testing.assert_allclose(p + q, 1.0, atol=1e-6)
+    d_fg = np.linalg.norm(emb - fg[:, None, None], axis=0)
+    d_bg = np.linalg.norm(emb - bg[:, None, None], axis=0)
+    assert ((p > 0.5) == (d_fg < d_bg)).all()
+    # On the anchor itself the salient probability is the softmax of (0, -||fg - bg||).
+    at = nearest_anchor_probability(np.broadcast_to(fg[:, None, None], (6, 1, 1)), fg, bg)
+    np.testing.assert_allclose(at[0, 0], 1 / (1 + np.exp(-np.linalg.norm(fg - bg))), rtol=1e-6)
+
+
+def test_region_anchor_is_the_weighted_mean():
+    emb = np.zeros((2, 2, 2))
+    emb[:, 0, 0] = [1, 3]
+    emb[:, 1, 1] = [5, 7]
+    w = np.array([[1.0, 0], [0, 3.0]])
+    np.testing.assert_allclose(region_anchor(emb, w), [(1 + 15) / 4, (3 + 21) / 4])
+
+
+def test_eq5_first_iteration_is_z_and_later_ones_average():
+    prior = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    seen = []
+
+    def step(y):
+        seen.append(y.copy())
+        return np.full_like(y, 0.25 * len(seen))  # Z(0) = .25, Z(1) = .5, Z(2) = .75
+
+    np.testing.assert_allclose(iterate_prior(prior, step, 1), 0.25)  # the prior is replaced: Y(1) = Z(0)
+    seen.clear()
+    y3 = iterate_prior(prior, step, 3)
+    np.testing.assert_allclose(y3, (0.25 + 0.5 + 0.75) / 3, rtol=1e-6)  # Y(T) = mean of Z(0..T-1)
+    np.testing.assert_array_equal(seen[0], prior)
+    with pytest.raises(ValueError, match="iterations"):
+        iterate_prior(prior, step, 0)
+
+
+def _synthetic(rng, n):
+    """Features whose channels carry the mask (separable embeddings), and the masks."""
+    feats, masks = [], []
+    for _ in range(n):
+        mask = np.zeros((SIZE, SIZE), bool)
+        y, x = rng.integers(8, 40, size=2)
+        mask[y:y + rng.integers(12, 24), x:x + rng.integers(12, 24)] = True
+        f = {}
+        for tap, s in STRIDES.items():
+            side = SIZE // s
+            m = mask.reshape(side, s, side, s).mean(axis=(1, 3))
+            sig = np.stack([m, 1 - m, m * 0.5, rng.normal(0, 0.05, m.shape)])
+            f[tap] = (sig + rng.normal(0, 0.05, sig.shape)).astype(np.float16)
+        feats.append(f)
+        masks.append(mask)
+    return feats, masks
+
+
+@pytest.fixture(scope="module")
+def trained():
+    import torch
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    feats, masks = _synthetic(rng, 12)
+    res = train_anchor_network(feats, masks, tap_strides=STRIDES, input_size=SIZE, channels=8, dim=8,
+                               epochs=30, batch_size=4, learning_rate=1e-2, seed=0)
+    return res, rng
+
+
+def test_training_lowers_the_loss(trained):
+    res, _ = trained
+    assert res.losses[-1] < 0.5 * res.losses[0] and res.images == 12
+
+
+def test_a_perfect_prior_on_separable_embeddings_gives_the_mask(trained):
+    res, rng = trained
+    feats, masks = _synthetic(np.random.default_rng(99), 4)  # images not seen in training
+    for f, m in zip(feats, masks):
+        out = lps_promote(f, m.astype(np.float32), res.network, iterations=1)
+        assert out.shape == m.shape and out.dtype == np.float32
+        # Cells cut by the mask's boundary are mixed on the 16 x 16 grid: judge the pixels away from it.
+        inner = binary_erosion(m, iterations=4) | ~binary_dilation(m, iterations=4)
+        assert ((out > 0.5) == m)[inner].mean() > 0.98
+
+
+def test_a_noisy_prior_is_promoted_towards_the_mask(trained):
+    res, _ = trained
+    rng = np.random.default_rng(5)
+    feats, masks = _synthetic(rng, 3)
+    for f, m in zip(feats, masks):
+        noisy = np.clip(0.6 * m + rng.uniform(0, 0.5, m.shape), 0, 1).astype(np.float32)
+        out = lps_promote(f, noisy, res.network, iterations=3)
+        assert np.abs(out - m).mean() < np.abs(noisy - m).mean()
+
+
+def test_the_model_round_trips_through_plain_arrays(trained):
+    res, _ = trained
+    again = AnchorNetwork.from_state(res.network.state_arrays(), res.network.hparams)
+    f, m = _synthetic(np.random.default_rng(3), 1)
+    a = lps_promote(f[0], m[0].astype(np.float32) * 0.8, res.network)
+    b = lps_promote(f[0], m[0].astype(np.float32) * 0.8, again)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_fc_region_embedding_trains_and_runs():
+    rng = np.random.default_rng(1)
+    feats, masks = _synthetic(rng, 6)
+    res = train_anchor_network(feats, masks, tap_strides=STRIDES, input_size=SIZE, channels=8, dim=8,
+                               region_embedding="fc", epochs=20, batch_size=3, learning_rate=1e-2)
+    out = lps_promote(feats[0], masks[0].astype(np.float32), res.network)
+    assert res.losses[-1] < res.losses[0] and out.shape == masks[0].shape
+
+
+def test_bad_inputs_are_named():
+    rng = np.random.default_rng(2)
+    feats, masks = _synthetic(rng, 2)
+    res = train_anchor_network(feats, masks, tap_strides=STRIDES, input_size=SIZE, channels=4, dim=4, epochs=1)
+    with pytest.raises(ValueError, match="features: expected tap 's8'"):
+        lps_promote({"s4": feats[0]["s4"]}, masks[0].astype(np.float32), res.network)
+    with pytest.raises(ValueError, match=r"features\['s4'\]: expected \(4, 16, 16\)"):
+        lps_promote({**feats[0], "s4": np.zeros((4, 8, 8))}, masks[0].astype(np.float32), res.network)
+    with pytest.raises(ValueError, match="region_embedding"):
+        train_anchor_network(feats, masks, tap_strides=STRIDES, input_size=SIZE, region_embedding="mlp")
+    with pytest.raises(ValueError, match="flip_probability"):
+        train_anchor_network(feats, masks, tap_strides=STRIDES, input_size=SIZE, flip_probability=0.7)
