@@ -19,8 +19,8 @@ Writes ``benchmarks/results/bench_scale.{json,md}`` and ``bench_scale.png`` (sec
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -46,22 +46,40 @@ def _pool(folder: Path, n: int) -> Path:
     return folder
 
 
+def _duts_pool(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True)
+    stems = [("DUTS-TR-1k", s) for s in split_stems("DUTS-TR-1k", "train")]
+    stems += [("DUTS-TR-2k", s) for s in split_stems("DUTS-TR-2k", "train")]
+    for dataset, stem in stems[:n]:
+        src = image_path(dataset, stem)
+        os.symlink(src, folder / src.name)
+    return folder
+
+
 def _du(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+# Runs the pipeline and reports the peak RSS of its largest process (main or a worker): a fresh
+# wrapper per run, so that ru_maxrss of the reaped children belongs to this run alone.
+_WRAPPER = (
+    "import resource, subprocess, sys, json\n"
+    "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode\n"
+    "print(json.dumps({'rc': rc, 'peak_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
+)
+
+
 def _run(pool: Path, out: Path, *extra: str) -> dict:
-    """One pipeline run in a child process: wall seconds, exit code, cache bytes, peak RSS (MB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """One pipeline run: wall seconds, cache bytes, peak RSS (MB) of its largest process."""
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "pipeline", "run", "--pool", str(pool), "--out", str(out),
-                          "--no-progress", *extra], cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", _WRAPPER, sys.executable, "-m", "pipeline", "run", "--pool",
+                          str(pool), "--out", str(out), "--no-progress", *extra],
+                         cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux; max over children so far
-    if res.returncode != 0:
-        raise RuntimeError(f"pipeline run failed ({res.returncode}): {res.stderr[-2000:]}")
-    return {"seconds": wall, "cache_bytes": _du(out / ".cache"),
-            "peak_rss_mb": peak / 1024 if peak > before else None}
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    if info["rc"] != 0:
+        raise RuntimeError(f"pipeline run failed ({info['rc']})")
+    return {"seconds": wall, "cache_bytes": _du(out / ".cache"), "peak_rss_mb": info["peak_kb"] / 1024}
 
 
 def _slope(points: list[tuple[int, float]]) -> float:
@@ -93,19 +111,29 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100, 200], help="pool sizes (ECSSD train)")
     ap.add_argument("--no-dask", action="store_true", help="skip the Dask LocalCluster run")
+    ap.add_argument("--large", type=int, default=0, metavar="N",
+                    help="also run the cheap stages (gist_hog, neighbours, contrast) on N DUTS-TR images "
+                         "(1k, then 2k) with --jobs 2: peak memory of a large pool")
+    ap.add_argument("--only-large", action="store_true", help="skip the default-graph runs")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench_scale_"))
     rows = []
     load_before = load_average()
     try:
-        for n in args.sizes:
+        for n in ([] if args.only_large else args.sizes):
             pool = _pool(work / f"pool{n}", n)
             for jobs in (1, 2):
                 r = _run(pool, work / f"out{n}_j{jobs}", "--jobs", str(jobs))
                 rows.append({"runner": f"loky --jobs {jobs}", "images": n, **r})
                 print(f"{n} images, jobs {jobs}: {r['seconds']:.1f} s", flush=True)
-        if not args.no_dask:
+        if args.large:
+            pool = _duts_pool(work / "large", args.large)
+            r = _run(pool, work / "out_large", "--jobs", "2", "--stages", "neighbours,contrast")
+            rows.append({"runner": "loky --jobs 2, stages gist_hog + neighbours + contrast", "images": args.large,
+                         **r})
+            print(f"{args.large} images, cheap stages: {r['seconds']:.1f} s, {r['peak_rss_mb']:.0f} MB", flush=True)
+        if not args.no_dask and not args.only_large:
             from distributed import LocalCluster
 
             n = args.sizes[0]
@@ -116,6 +144,19 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    if args.only_large:
+        r = rows[0]
+        md = "\n".join([
+            f"# A large pool: the cheap stages on {r['images']} DUTS-TR images", "",
+            "`python -m pipeline run --stages neighbours,contrast --jobs 2` (pool, gist_hog, neighbours, "
+            f"contrast); {os.cpu_count()} cores; load average before: {load_before}, after: {load_average()}.", "",
+            "| images | wall s | s / image | cache MB / image | peak RSS MB (largest process) |",
+            "|---|---|---|---|---|",
+            f"| {r['images']} | {r['seconds']:.1f} | {r['seconds'] / r['images']:.3f} | "
+            f"{r['cache_bytes'] / r['images'] / 1e6:.3f} | {r['peak_rss_mb']:.0f} |", "",
+            f"Command: `.venv/bin/python benchmarks/bench_scale.py --only-large --large {r['images']}`", ""])
+        write_results("bench_scale_large", {"rows": rows, "cores": os.cpu_count(), "load_before": load_before}, md)
+        return 0
     slopes = {label: _slope([(r["images"], r["seconds"]) for r in rows if r["runner"] == label])
               for label in ("loky --jobs 1", "loky --jobs 2")}
     speedups = {}
@@ -133,7 +174,7 @@ def main(argv=None) -> int:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        rss = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "(not above an earlier run)"
+        rss = f"{r['peak_rss_mb']:.0f}"
         lines.append(f"| {r['runner']} | {r['images']} | {r['seconds']:.1f} | {r['seconds'] / r['images']:.2f} | "
                      f"{r['cache_bytes'] / r['images'] / 1e6:.2f} | {rss} |")
     lines += ["", "| | value |", "|---|---|"]

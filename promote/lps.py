@@ -35,7 +35,9 @@ Decisions the paper leaves open, or that this machine forces
 * **Grid.** The embedding lives on the stride-4 grid of the network input (56 x 56 at 224), not at
   full resolution: Eq. 3's probabilities are computed there and resized (bilinear) to the image.
   The ``s2`` tap is brought down to that grid by the inverse shuffle (2 x 2 space-to-depth) and a
-  1 x 1 convolution. Full resolution would cost 16 times the head's work.
+  1 x 1 convolution. Measured (trained on DUTS-TR-1k, scored on 100 ECSSD *train* images, u2netp
+  prior): stride 4 gives max F 0.858 / MAE 0.061 after 167 s of training, stride 2 gives 0.849 /
+  0.066 after 673 s, so stride 4 is the default (``grid_stride``).
 * **Sizes.** ``C = 32`` and ``D = 64`` by default, not the paper's 64 / 512 (a CPU-sized head:
   see the model card for the measurement). Each tap is first reduced to ``C`` channels by a 1 x 1
   convolution, so the sub-pixel convolution of the 320-channel ``s32`` tap holds ``C x C N^2``
@@ -80,7 +82,7 @@ __all__ = [
     "train_anchor_network",
 ]
 
-GRID_STRIDE = 4
+GRID_STRIDE = 4  # default stride of the embedding grid on the network input
 REGION_EMBEDDINGS = ("conv", "fc")
 _EPS = 1e-6
 
@@ -169,7 +171,7 @@ def iterate_prior(prior: np.ndarray, step, iterations: int = 1) -> np.ndarray:
 
 
 def _build_network(taps: Sequence[str], tap_channels: Sequence[int], tap_strides: Sequence[int],
-                   channels: int, dim: int, region_embedding: str):
+                   channels: int, dim: int, region_embedding: str, grid_stride: int):
     torch = _torch()
     nn = torch.nn
 
@@ -181,13 +183,13 @@ def _build_network(taps: Sequence[str], tap_channels: Sequence[int], tap_strides
             self.reduce = nn.ModuleList()
             self.shuffle = nn.ModuleList()
             for c_in, stride in zip(tap_channels, tap_strides):
-                if stride < GRID_STRIDE:  # finer than the grid: space-to-depth, then 1 x 1
-                    n = GRID_STRIDE // stride
+                if stride < grid_stride:  # finer than the grid: space-to-depth, then 1 x 1
+                    n = grid_stride // stride
                     self.reduce.append(nn.Sequential(nn.PixelUnshuffle(n), nn.Conv2d(c_in * n * n, channels, 1),
                                                      nn.ReLU(inplace=True)))
                     self.shuffle.append(nn.Identity())
                 else:
-                    n = stride // GRID_STRIDE
+                    n = stride // grid_stride
                     self.reduce.append(nn.Sequential(nn.Conv2d(c_in, channels, 1), nn.ReLU(inplace=True)))
                     # Sub-pixel convolution: C N^2 channels rearranged to C channels at N times the size.
                     self.shuffle.append(nn.Identity() if n == 1 else
@@ -251,19 +253,21 @@ class AnchorNetwork:
     @classmethod
     def create(cls, *, taps: Sequence[str], tap_channels: Sequence[int], tap_strides: Sequence[int],
                channels: int = 32, dim: int = 64, region_embedding: str = "conv", input_size: int = 224,
-               seed: int = 0) -> "AnchorNetwork":
+               grid_stride: int = GRID_STRIDE, seed: int = 0) -> "AnchorNetwork":
         """A freshly initialised network for the given taps (seeded)."""
         if region_embedding not in REGION_EMBEDDINGS:
             raise ValueError(f"region_embedding: expected one of {REGION_EMBEDDINGS}, got {region_embedding!r}")
         if not (len(taps) == len(tap_channels) == len(tap_strides)) or not taps:
             raise ValueError("taps, tap_channels, tap_strides: expected equal, non-zero lengths")
+        if grid_stride not in (1, 2, 4, 8) or any(s % grid_stride and grid_stride % s for s in tap_strides):
+            raise ValueError(f"grid_stride: expected 1, 2, 4 or 8 (a power of two like the tap strides), got {grid_stride!r}")
         torch = _torch()
         torch.manual_seed(int(seed))
-        hp = {"taps": list(taps), "tap_channels": [int(c) for c in tap_channels],
+        hp = {"grid_stride": int(grid_stride), "taps": list(taps), "tap_channels": [int(c) for c in tap_channels],
               "tap_strides": [int(s) for s in tap_strides], "channels": int(channels), "dim": int(dim),
               "region_embedding": region_embedding, "input_size": int(input_size)}
         return cls(_build_network(taps, hp["tap_channels"], hp["tap_strides"], hp["channels"], hp["dim"],
-                                  region_embedding), hp)
+                                  region_embedding, hp["grid_stride"]), hp)
 
     @classmethod
     def from_state(cls, arrays: Mapping[str, np.ndarray], hparams: Mapping) -> "AnchorNetwork":
@@ -272,7 +276,7 @@ class AnchorNetwork:
         hp = dict(hparams)
         net = cls.create(taps=hp["taps"], tap_channels=hp["tap_channels"], tap_strides=hp["tap_strides"],
                          channels=hp["channels"], dim=hp["dim"], region_embedding=hp["region_embedding"],
-                         input_size=hp.get("input_size", 224))
+                         input_size=hp.get("input_size", 224), grid_stride=hp.get("grid_stride", GRID_STRIDE))
         state = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items()}
         net.module.load_state_dict(state, strict=True)
         net.module.eval()
@@ -288,7 +292,7 @@ class AnchorNetwork:
 
 def _grid_shape(hp: Mapping) -> tuple[int, int]:
     """The embedding grid: stride 4 of the square network input."""
-    side = int(hp["input_size"]) // GRID_STRIDE
+    side = int(hp["input_size"]) // int(hp.get("grid_stride", GRID_STRIDE))
     return side, side
 
 
@@ -392,6 +396,7 @@ def train_anchor_network(
     channels: int = 32,
     dim: int = 64,
     region_embedding: str = "conv",
+    grid_stride: int = GRID_STRIDE,
     flip_probability: float = 0.05,
     learning_rate: float = 1e-3,
     epochs: int = 8,
@@ -415,6 +420,8 @@ def train_anchor_network(
         ``C`` per tap and the embedding dimension ``D``.
     region_embedding : {"conv", "fc"}
         Fig. 4's variant.
+    grid_stride : int
+        Stride of the embedding grid on the network input (4: 56 x 56 at 224).
     flip_probability : float
         ``p``: each anchor label is flipped with this probability (paper: 0.05).
     learning_rate : float
@@ -443,7 +450,8 @@ def train_anchor_network(
     first = features[0]
     net = AnchorNetwork.create(taps=taps, tap_channels=[int(np.asarray(first[t]).shape[0]) for t in taps],
                                tap_strides=[int(tap_strides[t]) for t in taps], channels=channels, dim=dim,
-                               region_embedding=region_embedding, input_size=input_size, seed=seed)
+                               region_embedding=region_embedding, input_size=input_size,
+                               grid_stride=grid_stride, seed=seed)
     hp = net.hparams
     for f in features:
         _check_features(f, hp)

@@ -176,7 +176,7 @@ def centre_pool(
         raise ValueError(f"out: expected a float32 array of shape {d.shape}, got {out.dtype} {out.shape}")
     total = _part_weights(gist_weight, hog_weight)
     parts = ((slice(0, n_g), gist_weight), (slice(n_g, d.shape[1]), hog_weight))
-    block = 4096
+    block = 2048
 
     def unit_parts(rows):
         rows = np.asarray(rows, np.float64)

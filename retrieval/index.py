@@ -50,7 +50,7 @@ class Neighbours:
     distance: np.ndarray
 
 
-BLOCK_ROWS = 2048  # rows per block of the exact search: two float64 blocks of distances ~ 32 MB
+BLOCK_ROWS = 1024  # rows per block of the exact search: each (block x block) float64 temporary is 8 MB
 
 
 def _check(descriptors, k) -> tuple[np.ndarray, int]:

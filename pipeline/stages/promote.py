@@ -77,6 +77,8 @@ class LpsFitParams:
         D: embedding dimension (paper: 512).
     region_embedding : str
         ``conv`` or ``fc`` (Fig. 4; paper's choice: conv).
+    grid_stride : int
+        Stride of the embedding grid on the 224-pixel network input (4: 56 x 56; the paper: 1).
     flip_probability : float
         p: labels flipped when the training anchors are made (paper: 0.05).
     learning_rate : float
@@ -92,6 +94,7 @@ class LpsFitParams:
     channels: int = param(32, ge=1)
     dim: int = param(64, ge=1)
     region_embedding: str = param("conv", choices=("conv", "fc"))
+    grid_stride: int = param(4, choices=(2, 4, 8))
     flip_probability: float = param(0.05, ge=0, lt=0.5)
     learning_rate: float = param(1e-3, gt=0)
     epochs: int = param(8, ge=1)

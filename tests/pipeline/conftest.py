@@ -7,6 +7,18 @@ from pipeline import registry
 registry.load_plugins("tests.pipeline.plugin_stages")
 
 
+def run_stages(names, out, sets=(), **kw):
+    """Run stages through the Python API with quiet options; (reports by stage, notice lines, report)."""
+    from pipeline.config import build_params
+    from pipeline.runner import RunOptions, run
+
+    params, _ = build_params(None, list(sets))
+    lines = []
+    opts = RunOptions(out=out, jobs=kw.pop("jobs", 1), progress=False, echo=lines.append, **kw)
+    report = run(names, params, opts)
+    return {s.name: s for s in report.stages}, lines, report
+
+
 def write_image(path, arr, **kw):
     Image.fromarray(arr).save(path, **kw)
     return path

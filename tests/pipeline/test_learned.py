@@ -17,7 +17,8 @@ from PIL import Image
 
 from pipeline import models
 from pipeline.config import build_params
-from pipeline.runner import RunError, RunOptions, run
+from pipeline.runner import RunError
+from tests.pipeline.conftest import run_stages
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,12 +43,7 @@ def _pool(folder: Path, seed: int, n: int = 4):
     return images, masks
 
 
-def _run(names, out, sets=(), **kw):
-    params, _ = build_params(None, list(sets))
-    lines = []
-    opts = RunOptions(out=out, jobs=kw.pop("jobs", 1), progress=False, echo=lines.append, **kw)
-    report = run(names, params, opts)
-    return {s.name: s for s in report.stages}, lines, report
+_run = run_stages
 
 
 def _env(**extra):
@@ -161,7 +157,7 @@ def test_corrupted_or_foreign_model_file_is_one_line_error(pools, tmp_path):
 def test_an_unresolvable_default_model_leaves_the_stage_out_of_all(tmp_path):
     # With --stages all a learned stage whose (default) model cannot be found is left out with the
     # stages that need it; a stage the user named makes it an error (the test above).
-    from pipeline.runner import Runner
+    from pipeline.runner import RunOptions, Runner
 
     params, _ = build_params(None, [])
     lines = []

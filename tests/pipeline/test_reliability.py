@@ -11,18 +11,13 @@ import pytest
 from PIL import Image
 
 from pipeline import cache as cache_mod
-from pipeline.config import build_params
-from pipeline.runner import RunError, RunLock, RunOptions, run
+from pipeline.runner import RunError, RunLock
+from tests.pipeline.conftest import run_stages
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(names, out, sets=(), **kw):
-    params, _ = build_params(None, list(sets))
-    lines = []
-    opts = RunOptions(out=out, jobs=kw.pop("jobs", 1), progress=False, echo=lines.append, **kw)
-    report = run(names, params, opts)
-    return {s.name: s for s in report.stages}, lines, report
+_run = run_stages
 
 
 def cli(*args, plugins="tests.pipeline.plugin_stages", timeout=600):

@@ -44,13 +44,14 @@ def test_lps_trains_on_one_pool_and_promotes_the_priors_of_another(tmp_path):
     assert out.shape == (40, 48)
 
 
-def test_the_default_lps_model_is_named_when_it_is_not_installed(tmp_path):
+def test_the_shipped_lps_model_runs_on_a_pool_without_ground_truth(tmp_path):
     from pipeline import models
 
-    if "lps-duts" in models.shipped_models():
-        pytest.skip("the model is shipped")
+    entry = models.shipped_models()["lps-duts"]
+    assert entry.stage == "lps" and entry.card is not None and entry.card.is_file()
     imgs, _ = _pool(tmp_path / "A", 0, n=1)
-    from pipeline.runner import RunError
-
-    with pytest.raises(RunError, match="lps.model = 'lps-duts'"):
-        _run(["lps"], tmp_path / "o", [], pool=imgs)
+    stages = _run(["lps"], tmp_path / "o", [], pool=imgs)  # default: model lps-duts, prior u2netp
+    assert stages["lps"].computed == 1 and stages["u2netp"].computed == 1
+    out = np.asarray(Image.open(tmp_path / "o" / "lps" / "im0.png"), np.float32) / 255
+    mask = np.asarray(Image.open(tmp_path / "A" / "gt" / "im0.png")) > 128
+    assert out[mask].mean() > out[~mask].mean()  # the bright square is the salient object
