@@ -116,7 +116,10 @@ def run_lps_fit(inputs, params: LpsFitParams, ctx):
     taps = [k for k in first if k not in ("strides", "size")]
     for tap, s in zip(taps, np.asarray(first["strides"]).tolist()):
         strides[tap] = int(s)
-    feats = [{t: feats_all[s][t] for t in taps} for s in stems]
+    feats = []
+    for s in stems:
+        art = feats_all[s]  # one read of the artifact per image (the mapping loads on access)
+        feats.append({t: art[t] for t in taps})
     masks = [np.asarray(gt[s]["mask"]) for s in stems]
     res = train_anchor_network(feats, masks, tap_strides=strides, input_size=int(first["size"]), **asdict(params))
     net = res.network
