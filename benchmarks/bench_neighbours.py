@@ -4,9 +4,8 @@ Calls the stage function :func:`pipeline.stages.retrieval.run_neighbours` (descr
 a memory-mapped file, centred in place, searched block by block) on ``--n`` descriptors, and for
 comparison the in-memory float64 path it replaced (the whole pool stacked, centred and searched with
 scikit-learn's brute-force ``NearestNeighbors``), each in a fresh child process so that its peak
-resident memory (``ru_maxrss``) is its own. The descriptors are real ECSSD + DUTS-TR descriptors when
-``--real`` is given (computed once, slow), otherwise random unit rows of the same length (speed and
-memory do not depend on the values).
+resident memory (``ru_maxrss``) is its own. The descriptors are random unit rows of the descriptor's
+length (speed and memory do not depend on the values; retrieval quality is bench_retrieval's).
 
 Usage::
 

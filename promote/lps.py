@@ -35,9 +35,11 @@ Decisions the paper leaves open, or that this machine forces
 * **Grid.** The embedding lives on the stride-4 grid of the network input (56 x 56 at 224), not at
   full resolution: Eq. 3's probabilities are computed there and resized (bilinear) to the image.
   The ``s2`` tap is brought down to that grid by the inverse shuffle (2 x 2 space-to-depth) and a
-  1 x 1 convolution. Measured (trained on DUTS-TR-1k, scored on 100 ECSSD *train* images, u2netp
-  prior): stride 4 gives max F 0.858 / MAE 0.061 after 167 s of training, stride 2 gives 0.849 /
-  0.066 after 673 s, so stride 4 is the default (``grid_stride``).
+  1 x 1 convolution. Measured with ``python -m pipeline train lps --pool DUTS-TR-1k/images --gt
+  DUTS-TR-1k/gt --val-pool E/images --val-gt E/gt [--set lps_fit.grid_stride=2]``, E = the first 100
+  stems of ECSSD ``train.txt``, u2netp prior (the model card's validation table): stride 4 gives
+  max F 0.858 / MAE 0.061 after 167 s of ``lps_fit``, stride 2 gives 0.849 / 0.066 after 673 s, so
+  stride 4 is the default (``grid_stride``).
 * **Sizes.** ``C = 32`` and ``D = 64`` by default, not the paper's 64 / 512 (a CPU-sized head:
   see the model card for the measurement). Each tap is first reduced to ``C`` channels by a 1 x 1
   convolution, so the sub-pixel convolution of the 320-channel ``s32`` tap holds ``C x C N^2``
