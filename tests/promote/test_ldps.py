@@ -1,0 +1,161 @@
+"""LDPS (promote/ldps.py): guide masks, Eq. 7 prototype, Eq. 10-11 merge, training and promotion
+on synthetic features whose right answer is known."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from promote.ldps import (
+    RelationNetwork,
+    confidence,
+    confidence_merge,
+    guide_masks,
+    ldps_promote,
+    ldps_single,
+    train_relation_network,
+    weighted_prototype,
+)
+
+STRIDES = {"s2": 2, "s4": 4, "s16": 16, "s32": 32}
+SIZE = 32  # network input side: s2 is 16 x 16
+
+
+def _square(n, lo, hi):
+    m = np.zeros((n, n), bool)
+    m[lo:hi, lo:hi] = True
+    return m
+
+
+def _features(mask_full, rng, noise=0.05):
+    """Taps where the object's locations carry one channel pattern and the background another."""
+    feats = {}
+    for tap, s in STRIDES.items():
+        side = SIZE // s
+        c = 4 if s < 16 else 8
+        small = mask_full.reshape(side, s, side, s).mean(axis=(1, 3))
+        f = rng.normal(0, noise, (c, side, side)).astype(np.float32)
+        f[0] += small  # salient pattern
+        f[1] += 1 - small  # background pattern
+        feats[tap] = f.astype(np.float16)
+    return feats
+
+
+def test_guide_masks_follow_the_thresholds():
+    prior = np.array([[0.95, 0.85, 0.5], [0.2, 0.31, 0.91]])
+    fg, afg, abg = guide_masks(prior, 0.9, 0.8, 0.3)
+    np.testing.assert_array_equal(fg, [[1, 0, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(afg, [[1, 1, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(abg, [[0, 0, 0], [1, 0, 0]])
+    with pytest.raises(ValueError, match="theta_abg <= theta_afg <= theta_fg"):
+        guide_masks(prior, 0.5, 0.8, 0.3)
+
+
+def test_prototype_is_the_saliency_weighted_mean_of_fg_features():
+    # Eq. 7 by hand: FG = the two locations above 0.9, weights 0.92 / (0.92 + 1.0) and 1.0 / 1.92.
+    prior = np.array([[0.92, 0.5], [0.1, 1.0]], np.float32)
+    feats = np.array([[[1.0, 7.0], [9.0, 3.0]], [[2.0, 0.0], [0.0, -2.0]]], np.float32)
+    proto = weighted_prototype(feats, prior, guide_masks(prior)[0])
+    want = (0.92 * feats[:, 0, 0] + 1.0 * feats[:, 1, 1]) / 1.92
+    np.testing.assert_allclose(proto, want, rtol=1e-6)
+    with pytest.raises(ValueError, match="FG mask is empty"):
+        weighted_prototype(feats, np.full((2, 2), 0.5), np.zeros((2, 2), bool))
+
+
+def test_eq11_keeps_the_more_confident_map_per_pixel():
+    prior = np.array([0.95, 0.4, 0.6, 0.1, 0.7], np.float32)
+    new = np.array([0.2, 0.9, 0.55, 0.5, 0.3], np.float32)
+    np.testing.assert_allclose(confidence(prior), [0.95, 0.6, 0.6, 0.9, 0.7])
+    # prior wins at 0 (0.95 > 0.8), 2 (0.6 > 0.55), 3 (0.9 > 0.5); new wins at 1 (0.9 > 0.6), 4 (0.7 = 0.7: a tie goes to new)
+    np.testing.assert_allclose(confidence_merge(prior, new), [0.95, 0.9, 0.6, 0.1, 0.3])
+
+
+def _trained(rng, n=12, epochs=25):
+    feats, priors, masks = [], [], []
+    for i in range(n):
+        lo = 4 + (i % 4) * 2
+        m = _square(SIZE, lo, lo + 12)
+        feats.append(_features(m, rng))
+        # A prior that is confident inside most of the object and uncertain on a rim of it.
+        prior = np.where(m, 0.97, 0.05).astype(np.float32)
+        prior[lo:lo + 12, lo:lo + 3] = 0.5
+        priors.append(prior)
+        masks.append(m)
+    res = train_relation_network(feats, priors, tap_strides=STRIDES, input_size=SIZE, epochs=epochs, batch_size=4,
+                                 optimizer="adam", learning_rate=1e-2, seed=0)
+    return res, feats, priors, masks
+
+
+def test_training_lowers_the_pair_loss_and_promotion_resolves_the_uncertain_rim():
+    rng = np.random.default_rng(0)
+    res, feats, priors, masks = _trained(rng)
+    assert res.images == 12 and res.skipped == 0
+    assert res.losses[-1] < 0.5 * res.losses[0]
+    out = ldps_promote(feats[0], priors[0], res.network)
+    assert out.shape == priors[0].shape and out.dtype == np.float32
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    rim = masks[0] & (priors[0] == 0.5)
+    # The rim's features are the object's: the discriminator relates them to the prototype (> 0.5),
+    # and Eq. 11 takes the new, more confident value there.
+    # (The rim is 1.5 grid cells wide: its pixels on the object's edge are bilinear blends.)
+    assert (out[rim] > 0.5).all() and out[rim].mean() > 0.8
+    assert np.abs((out > 0.5) ^ masks[0]).mean() < 0.02
+    # Confident prior pixels stay as they were unless the new map is more confident still.
+    keep = confidence(priors[0]) > confidence(out) + 1e-6
+    assert not keep.any() or np.allclose(out[keep], priors[0][keep])
+
+
+def test_model_round_trip_gives_the_same_map():
+    rng = np.random.default_rng(1)
+    res, feats, priors, _ = _trained(rng, n=4, epochs=2)
+    net = res.network
+    again = RelationNetwork.from_state(net.state_arrays(), net.hparams)
+    np.testing.assert_array_equal(ldps_promote(feats[1], priors[1], net), ldps_promote(feats[1], priors[1], again))
+
+
+def test_prior_without_confident_foreground_is_returned_unchanged_with_a_warning():
+    rng = np.random.default_rng(2)
+    res, feats, _, _ = _trained(rng, n=4, epochs=1)
+    for prior in (np.full((SIZE, SIZE), 0.5, np.float32), np.zeros((SIZE, SIZE), np.float32)):
+        with pytest.warns(UserWarning, match="no location above theta_fg"):
+            out = ldps_promote(feats[0], prior, res.network)
+        np.testing.assert_array_equal(out, prior)
+
+
+def test_all_foreground_prior_gives_a_finite_map():
+    rng = np.random.default_rng(3)
+    res, feats, _, _ = _trained(rng, n=4, epochs=1)
+    prior = np.ones((SIZE, SIZE), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ldps_promote(feats[0], prior, res.network)
+    np.testing.assert_array_equal(out, prior)  # the prior is fully confident everywhere
+
+
+def test_training_refuses_priors_without_guidance():
+    rng = np.random.default_rng(4)
+    feats = [_features(_square(SIZE, 8, 20), rng)]
+    with pytest.raises(ValueError, match="no prior has both"):
+        train_relation_network(feats, [np.full((SIZE, SIZE), 0.5, np.float32)], tap_strides=STRIDES, input_size=SIZE)
+
+
+def test_single_image_mode_fixes_an_uncertain_part_of_the_object():
+    rng = np.random.default_rng(5)
+    m = _square(SIZE, 8, 24)
+    feats = _features(m, rng)
+    prior = np.where(m, 0.97, 0.03).astype(np.float32)
+    prior[8:24, 8:12] = 0.45  # a wavering part of the object
+    out = ldps_single(feats, prior, tap_strides=STRIDES, input_size=SIZE, learning_rate=0.2, steps=10, seed=0)
+    part = np.zeros_like(m)
+    part[8:24, 8:12] = True
+    assert out[part].mean() > 0.6  # moved to the object's side
+    assert np.abs((out > 0.5) ^ m).mean() < np.abs((prior > 0.5) ^ m).mean()
+
+
+def test_wrong_features_are_named():
+    rng = np.random.default_rng(6)
+    res, feats, priors, _ = _trained(rng, n=4, epochs=1)
+    bad = dict(feats[0])
+    bad.pop("s4")
+    with pytest.raises(ValueError, match="expected tap 's4'"):
+        ldps_promote(bad, priors[0], res.network)
