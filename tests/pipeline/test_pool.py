@@ -146,3 +146,242 @@ def test_random_bytes_never_crash_the_loader_with_an_unclear_error(data, tmp_pat
     path.write_bytes(data)
     with pytest.raises(BadInput, match="x.png"):
         load_image(path)
+
+
+# --- Exact values: conversions that agree on the easy inputs but not on these. ---------------
+
+
+def test_sixteen_bit_is_scaled_by_255_over_65535_and_rounded(tmp_path):
+    # Not multiples of 257 (where x >> 8 and round(x * 255 / 65535) agree): 500 -> 1.95 -> 2.
+    values = np.array([[0, 128, 129, 500, 32767, 65535]], np.uint16)
+    expected = [0, 0, 1, 2, 127, 255]
+    out, notes = to_rgb_uint8(values)
+    assert out[0, :, 0].tolist() == expected and notes[0] == "16-bit converted to 8-bit"
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    with pytest.warns(UserWarning, match="g16.png: 16-bit converted to 8-bit"):
+        gray = load_image(tmp_path / "g16.png")
+    assert gray[0, :, 0].tolist() == expected and gray[0, :, 2].tolist() == expected
+
+
+def test_sixteen_bit_rgb_png_is_scaled_per_channel(tmp_path):
+    import cv2
+
+    arr = np.zeros((2, 3, 3), np.uint16)
+    arr[..., 0], arr[..., 1], arr[..., 2] = 500, 129, 65535  # R, G, B
+    cv2.imwrite(str(tmp_path / "c.png"), arr[..., ::-1])
+    with pytest.warns(UserWarning, match="16-bit"):
+        out = load_image(tmp_path / "c.png")
+    assert out[1, 2].tolist() == [2, 1, 255]
+
+
+def test_decode_cv2_returns_rgb_and_rgba_channel_order(tmp_path):
+    import cv2
+
+    from pipeline.pool import _decode_cv2
+
+    rgba = np.zeros((2, 2, 4), np.uint16)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 1000, 2000, 3000, 4000
+    cv2.imwrite(str(tmp_path / "a.png"), rgba[..., [2, 1, 0, 3]])
+    got = _decode_cv2(tmp_path / "a.png")
+    assert got.dtype == np.uint16 and got[0, 0].tolist() == [1000, 2000, 3000, 4000]
+    assert got.flags.c_contiguous
+    cv2.imwrite(str(tmp_path / "b.png"), rgba[..., [2, 1, 0]])
+    assert _decode_cv2(tmp_path / "b.png")[1, 1].tolist() == [1000, 2000, 3000]
+    (tmp_path / "x.png").write_bytes(b"not a png")
+    assert _decode_cv2(tmp_path / "x.png") is None
+
+
+@pytest.mark.parametrize("shape, expected", [((300, 120), (200, 80)), ((120, 300), (80, 200))])
+def test_max_side_limits_the_longer_side_only(shape, expected):
+    from pipeline.pool import limit_side
+
+    # Only the longer side is over the limit: the shorter one (120) is below it.
+    image = np.zeros(shape + (3,), np.uint8)
+    out, scaled = limit_side(image, 200)
+    assert scaled and out.shape == expected + (3,)
+    same, scaled = limit_side(image, 300)  # longer side exactly at the limit: untouched
+    assert not scaled and same is image
+    same, scaled = limit_side(image, 0)  # 0: no limit
+    assert not scaled and same is image
+    thin, _ = limit_side(np.zeros((1000, 1, 3), np.uint8), 10)  # never a side of 0
+    assert thin.shape == (10, 1, 3)
+
+
+def test_downscaling_keeps_the_content_and_warns_with_both_sizes(tmp_path):
+    arr = np.zeros((300, 120, 3), np.uint8)
+    arr[:150] = 200  # top half bright
+    write_image(tmp_path / "tall.png", arr)
+    with pytest.warns(UserWarning, match=r"tall.png: downscaled from 120x300 to 80x200 \(max side 200\)"):
+        out = load_image(tmp_path / "tall.png", max_side=200)
+    assert out.shape == (200, 80, 3)
+    assert out[:95].min() == 200 and out[105:].max() == 0
+    with warnings_none():
+        assert load_image(tmp_path / "tall.png", max_side=300).shape == (300, 120, 3)
+
+
+class warnings_none:
+    """Context manager: fail if any warning is raised inside."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        return False
+
+
+def test_float_images_are_scaled_to_8_bit():
+    from pipeline.pool import _float_to_uint8
+
+    unit = np.array([[0.0, 0.5, 1.0, np.nan]])
+    assert _float_to_uint8(unit).tolist() == [[0, 128, 255, 0]]  # [0, 1]: times 255, NaN -> 0
+    wide = np.array([[2.0, 3.0, 4.0]])
+    assert _float_to_uint8(wide).tolist() == [[0, 128, 255]]  # otherwise min..max -> 0..255
+    neg = np.array([[-1.0, 0.0, 1.0]])
+    assert _float_to_uint8(neg).tolist() == [[0, 128, 255]]
+    assert _float_to_uint8(np.full((1, 2), 7.0)).tolist() == [[0, 0]]  # constant: 0
+    out, notes = to_rgb_uint8(np.array([[0.0, 1.0]], np.float32))
+    assert out[0, :, 1].tolist() == [0, 255] and notes == ["gray converted to RGB"]
+    out, _ = to_rgb_uint8(np.array([[False, True]]))
+    assert out[0, :, 0].tolist() == [0, 255]
+
+
+def test_alpha_and_gray_layouts(tmp_path):
+    la = np.zeros((1, 3, 2), np.uint8)
+    la[0, :, 0] = [0, 100, 200]
+    la[0, :, 1] = [255, 0, 51]  # opaque, transparent, 20% opaque
+    out, notes = to_rgb_uint8(la)
+    # 200 * 0.2 + 255 * 0.8 = 244
+    assert out[0, :, 0].tolist() == [0, 255, 244] and (out[..., 0] == out[..., 2]).all()
+    assert notes == ["alpha composited over white"]
+    one, notes = to_rgb_uint8(np.array([[[7], [9]]], np.uint8))
+    assert one[0].tolist() == [[7, 7, 7], [9, 9, 9]] and notes == ["gray converted to RGB"]
+    rgb = np.arange(6, dtype=np.uint8).reshape(1, 2, 3)
+    same, notes = to_rgb_uint8(rgb)
+    assert notes == [] and same.tolist() == rgb.tolist()
+    with pytest.raises(BadInput, match=r"src: unsupported image shape \(1, 2, 5\)"):
+        to_rgb_uint8(np.zeros((1, 2, 5), np.uint8), source="src")
+    with pytest.raises(BadInput, match="unsupported image shape"):
+        to_rgb_uint8(np.zeros((1, 2, 3, 1), np.uint8))
+
+
+def test_pillow_modes_are_decoded_to_rgb(tmp_path):
+    good = np.array([[[10, 20, 30], [200, 100, 50]]], np.uint8)
+    # palette with a transparent entry: the transparent pixel becomes white
+    pal = Image.fromarray(good).convert("P", palette=Image.ADAPTIVE, colors=2)
+    index = np.asarray(pal)[0, 1]
+    pal.save(tmp_path / "t.png", transparency=int(index))
+    with pytest.warns(UserWarning, match="alpha composited"):
+        out = load_image(tmp_path / "t.png")
+    assert out[0, 1].tolist() == [255, 255, 255] and out[0, 0].tolist() == [10, 20, 30]
+    pal.save(tmp_path / "p.png")
+    assert load_image(tmp_path / "p.png").tolist() == good.tolist()
+    Image.fromarray(np.array([[False, True]])).save(tmp_path / "b.png")  # mode "1"
+    assert load_image(tmp_path / "b.png")[0].tolist() == [[0, 0, 0], [255, 255, 255]]
+    Image.new("CMYK", (2, 1), (0, 0, 0, 0)).save(tmp_path / "c.tif")  # no ink: white
+    assert load_image(tmp_path / "c.tif")[0].tolist() == [[255, 255, 255]] * 2
+    Image.fromarray(np.array([[0.0, 2.0, 4.0]], np.float32)).save(tmp_path / "f.tif")  # mode "F"
+    with pytest.warns(UserWarning, match="gray"):
+        assert load_image(tmp_path / "f.tif")[0, :, 0].tolist() == [0, 128, 255]
+    Image.fromarray(np.array([[-5, 500, 70000]], np.int32)).save(tmp_path / "i.tif")  # mode "I"
+    with pytest.warns(UserWarning, match="16-bit"):
+        assert load_image(tmp_path / "i.tif")[0, :, 0].tolist() == [0, 2, 255]
+
+
+def test_unreadable_files_name_the_problem(tmp_path):
+    (tmp_path / "zero.png").write_bytes(b"")
+    with pytest.raises(BadInput, match=r"zero.png: empty file \(0 bytes\)$"):
+        load_image(tmp_path / "zero.png")
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(BadInput, match=r"text.png: not an image file \(unrecognised format\)$"):
+        load_image(tmp_path / "text.png")
+    write_image(tmp_path / "ok.png", np.zeros((40, 40, 3), np.uint8))
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadInput, match=r"cut.png: cannot be decoded \(.+\)$"):
+        load_image(tmp_path / "cut.png")
+    with pytest.raises(BadInput, match=r"cut.png: cannot be decoded"):
+        load_map(tmp_path / "cut.png")
+    (tmp_path / "bad.npy").write_bytes(b"garbage")
+    with pytest.raises(BadInput, match=r"bad.npy: cannot be read as a .npy array \(.+\)$"):
+        load_map(tmp_path / "bad.npy")
+
+
+def test_decompression_bombs_are_refused_in_one_line(tmp_path, monkeypatch):
+    write_image(tmp_path / "big.png", np.zeros((40, 40, 3), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1600 pixels > 2 x 100: an error
+    with pytest.raises(BadInput, match=r"big.png: Image size \(1600 pixels\) exceeds"):
+        load_image(tmp_path / "big.png")
+
+
+def test_load_map_layouts_values_and_resizing(tmp_path):
+    write_image(tmp_path / "rgba.png", np.array([[[0, 0, 255, 0], [255, 255, 255, 255]]], np.uint8))
+    np.testing.assert_allclose(load_map(tmp_path / "rgba.png"), [[1 / 3, 1.0]], rtol=1e-6)  # alpha dropped
+    la = Image.fromarray(np.array([[[51, 0], [255, 7]]], np.uint8), mode="LA")
+    la.save(tmp_path / "la.png")
+    np.testing.assert_allclose(load_map(tmp_path / "la.png"), [[0.2, 1.0]], rtol=1e-6)
+    Image.fromarray(np.array([[500, 65535]], np.uint16)).save(tmp_path / "m16.png")
+    np.testing.assert_allclose(load_map(tmp_path / "m16.png"), [[500 / 65535, 1.0]], rtol=1e-6)
+    np.save(tmp_path / "n.npy", np.array([[-1.0, np.nan, 0.25]]))
+    got = load_map(tmp_path / "n.npy")
+    assert got.dtype == np.float32 and got.tolist() == [[0.0, 0.0, 0.25]]
+    write_image(tmp_path / "half.png", np.full((2, 3), 255, np.uint8))
+    with pytest.warns(UserWarning, match=r"half.png: map of size 3x2 resized to 6x4"):
+        big = load_map(tmp_path / "half.png", shape=(4, 6))
+    assert big.shape == (4, 6) and big.dtype == np.float32 and np.allclose(big, 1.0)
+    with warnings_none():
+        assert load_map(tmp_path / "half.png", shape=(2, 3)).shape == (2, 3)
+
+
+def test_save_map_png_rounds_clips_and_replaces(tmp_path):
+    from pipeline.pool import save_map_png
+
+    target = tmp_path / "sub" / "m.png"
+    save_map_png(target, np.array([[0.0, 0.5, 1.0, 2.0, -1.0, np.nan]]))
+    back = np.asarray(Image.open(target))
+    assert back.dtype == np.uint8 and back.tolist() == [[0, 128, 255, 255, 0, 0]]
+    save_map_png(target, np.ones((1, 2)))
+    assert np.asarray(Image.open(target)).tolist() == [[255, 255]]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["m.png"]  # no temporary left
+
+
+def test_discover_keys_by_stem_and_reports_duplicates(tmp_path):
+    from pipeline.pool import discover
+
+    for name in ("b.png", "a.JPG", "b.jpg", ".hidden.png", "c.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "d.png").mkdir()
+    found = discover(tmp_path)
+    assert list(found.files) == ["a", "b"]
+    assert found.files["b"].name == "b.jpg"  # sorted: b.jpg before b.png
+    assert found.problems == (f"{tmp_path / 'b.png'}: another file with stem 'b' (b.jpg) is used instead",)
+    assert list(discover(tmp_path, (".txt",)).files) == ["c"]
+    with pytest.raises(BadInput, match=r"^gt folder .*nope does not exist$"):
+        discover(tmp_path / "nope", what="gt")
+    with pytest.raises(BadInput, match=r"^pool path .*c.txt is not a folder$"):
+        discover(tmp_path / "c.txt")
+
+
+def test_demo_pool_writes_the_packaged_images_and_keeps_existing_files(tmp_path, monkeypatch):
+    import skimage.data
+
+    import pipeline.pool
+    from pipeline.pool import write_demo_pool
+
+    DEMO_IMAGES = ("astronaut", "coins", "stereo_motorcycle")  # three of them: PNG encoding is slow
+    monkeypatch.setattr(pipeline.pool, "DEMO_IMAGES", DEMO_IMAGES)
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "coins.png").write_bytes(b"mine")
+    written = write_demo_pool(folder)
+    assert [p.name for p in written] == [f"{n}.png" for n in DEMO_IMAGES]
+    assert (folder / "coins.png").read_bytes() == b"mine"
+    assert np.array_equal(np.asarray(Image.open(folder / "astronaut.png")), skimage.data.astronaut())
+    left = skimage.data.stereo_motorcycle()[0]
+    assert np.array_equal(np.asarray(Image.open(folder / "stereo_motorcycle.png")), left)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in written)
+    assert write_demo_pool(tmp_path / "new" / "deeper")[0].exists()

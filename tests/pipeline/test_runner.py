@@ -182,3 +182,30 @@ def test_an_unstored_stage_keeps_a_marker_and_its_consumers_recompute_it(tiny_po
     failing, lines, _ = _run(names, tiny_pool, tmp_path / "o2", sets=["test_unstored.fail_on=24"])
     assert failing["test_unstored"].failed == 1 and failing["test_uses_unstored"].skipped == 1
     assert sum("refusing images of height 24" in line for line in lines) == 1
+
+
+def test_a_deleted_map_png_is_rewritten_from_the_cache_on_a_cached_run(tiny_pool, tmp_path):
+    out = tmp_path / "out"
+    _run(["test_mean"], tiny_pool, out)
+    png = out / "test_mean" / "img2.png"
+    original = png.read_bytes()
+    png.unlink()
+    again, _, report = _run(["test_mean"], tiny_pool, out)
+    assert report.computed == 0 and again["test_mean"].cached == 4  # nothing computed ...
+    assert png.read_bytes() == original  # ... and the PNG is back, byte for byte
+
+
+def test_each_batched_result_belongs_to_its_own_item(tiny_pool, tmp_path):
+    # test_batch maps each image to its green channel; the pool's images all differ (and so do
+    # their sizes), and a batch holds 3 items, so a result paired with another item shows.
+    from PIL import Image
+
+    for jobs in (1, 2):
+        out = tmp_path / f"out{jobs}"
+        stages, _, _ = _run(["test_batch"], tiny_pool, out, jobs=jobs)
+        assert stages["test_batch"].computed == 4
+        for i in range(4):
+            image = np.asarray(Image.open(tiny_pool / f"img{i}.png"))
+            got = np.asarray(Image.open(out / "test_batch" / f"img{i}.png"))
+            assert got.shape == image.shape[:2], (jobs, i)
+            np.testing.assert_array_equal(got, image[..., 1], err_msg=f"jobs={jobs} img{i}")
