@@ -92,7 +92,8 @@ def param(
     """
     meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "allow_inf": allow_inf,
             "path": path}
-    return field(default=default, metadata={k: v for k, v in meta.items() if v not in (None, False)})
+    # ``is not``: a bound of 0 (``ge=0``, ``gt=0``) equals False and must not be dropped.
+    return field(default=default, metadata={k: v for k, v in meta.items() if v is not None and v is not False})
 
 
 def _base_types(tp) -> tuple[list[Any], bool]:

@@ -153,3 +153,28 @@ def test_bad_inputs():
         bilevel_alignment(lab.astype(float), lab, b, b, z, z, f, f)
     with pytest.raises(ValueError):
         pixel_features(np.zeros((5, 6, 3), np.uint8), np.zeros((4, 6, 8)))
+
+
+def test_object_weight_trades_the_superpixel_distance_for_the_object_term():
+    # Random content: the Eq. 2 distances have a unique nearest candidate per superpixel.
+    lab = _grid()
+    rng = np.random.default_rng(3)
+    fa = rng.random((16, 3)).astype(np.float32)[lab]
+    fb = rng.random((16, 3)).astype(np.float32)[lab]
+    z = np.zeros((32, 32))
+    d = superpixel_distance(lab, lab, z, z, fa, fb, window=8).distance
+    nearest = np.argmin(d, axis=1)
+    runs = {w: bilevel_alignment(lab, lab, _boxes(), _boxes(), z, z, fa, fb, window=8, object_weight=w)
+            for w in (0.0, 1.0)}
+    # Weight 0: the superpixel step sees d alone, so each superpixel takes its nearest candidate.
+    assert np.array_equal(runs[0.0].superpixel_match, nearest)
+    # Weight 1 (Eq. 1): the object term moves some superpixels off their nearest candidate,
+    # at a higher superpixel distance.
+    moved = runs[1.0].superpixel_match != nearest
+    assert moved.any()
+    assert (runs[1.0].superpixel_distance[moved] > runs[0.0].superpixel_distance[moved]).all()
+    assert bilevel_alignment(lab, lab, _boxes(), _boxes(), z, z, fa, fb, window=8).superpixel_match.tolist() \
+        == runs[1.0].superpixel_match.tolist()  # the default is Eq. 1's equal weighting
+    for bad in (-1.0, np.nan, np.inf):
+        with pytest.raises(ValueError, match="object_weight must be finite and >= 0"):
+            bilevel_alignment(lab, lab, _boxes(), _boxes(), z, z, fa, fb, object_weight=bad)

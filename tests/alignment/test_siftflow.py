@@ -147,3 +147,42 @@ def test_bp_energy_matches_an_independent_evaluation(astronaut):
     assert energy[-1] == pytest.approx(e, rel=1e-5)
     # Out-of-image candidates were priced at the median in-image cost.
     assert np.all(dterm >= 0)
+
+
+def test_defaults_are_the_reference_demo_values():
+    import inspect
+
+    defaults = {n: p.default for n, p in inspect.signature(sift_flow).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    assert defaults == {"alpha": 2 * 255, "d": 40 * 255, "gamma": 0.005 * 255, "n_levels": 4,
+                        "window": 2, "top_window": 10, "n_top_iterations": 60, "n_iterations": 30}
+
+
+def _eq3(desc_a, desc_b, vx, vy, alpha, d, gamma):
+    """SIFT Flow Eq. 3 of a flow whose targets all lie inside image 2, evaluated independently."""
+    yy, xx = np.indices(vx.shape)
+    l1 = np.abs(desc_a.astype(np.int64) - desc_b[yy + vy, xx + vx].astype(np.int64)).sum(axis=2)
+    e = np.minimum(l1, d).sum() + gamma * (np.abs(vx).sum() + np.abs(vy).sum())
+    for f in (vx, vy):
+        e += np.minimum(alpha * np.abs(np.diff(f, axis=0)), d).sum()
+        e += np.minimum(alpha * np.abs(np.diff(f, axis=1)), d).sum()
+    return e
+
+
+def test_recorded_energy_is_eq3_with_the_reference_weights(astronaut):
+    # The defaults alpha = 2 * 255, d = 40 * 255, gamma = 0.005 * 255 are what the solver
+    # minimises and records: its energy equals Eq. 3 evaluated here with those numbers.
+    # Image 2 is a 10% zoom of a larger crop: the flow varies (the smoothness term is not zero)
+    # and every match stays inside image 2.
+    da = dense_sift(astronaut[40:88, 40:88])
+    zoom = transform.rescale(astronaut[30:98, 30:98], 1.1, channel_axis=2, anti_aliasing=True)
+    db = dense_sift(np.round(zoom * 255).astype(np.uint8))
+    res = sift_flow(da, db, n_levels=2, n_top_iterations=8, n_iterations=8)
+    assert res.valid.all() and len(np.unique(res.vx)) > 1
+    reference = _eq3(da, db, res.vx, res.vy, 2 * 255, 40 * 255, 0.005 * 255)
+    assert res.energy[-1] == pytest.approx(reference, rel=1e-5)
+    # and a different weight gives a different energy (the check can fail)
+    assert _eq3(da, db, res.vx, res.vy, 255, 40 * 255, 0.005 * 255) != pytest.approx(reference, rel=1e-5)
+    explicit = sift_flow(da, db, n_levels=2, n_top_iterations=8, n_iterations=8, alpha=510.0, d=10200.0,
+                         gamma=1.275)
+    np.testing.assert_array_equal(explicit.energy, res.energy)
