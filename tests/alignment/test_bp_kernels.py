@@ -253,3 +253,18 @@ def test_match_cost_is_the_l2_distance_at_the_clamped_target():
     k.match_cost(a, b, np.zeros((1, 2), np.int32), vy, cost, valid)
     assert valid.tolist() == [[False, True]]
     np.testing.assert_allclose(cost, [[0.0, 5.0]])
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_bp_finds_the_minimum_of_a_tiny_grid_with_vertical_neighbours(seed):
+    # 2 x 2 pixels (messages in all four directions), 3 x 3 labels each: 6561 labellings.
+    D, R, ox, oy, w = _problem(seed, hh=2, wd=2)
+    s, d = 6.0, 10.0
+    X = np.zeros((2, 2, 2), np.int32)
+    energy = np.zeros(16)
+    k.bp_level(D, R, ox, oy, w, s, d, 16, X, energy)
+    best = min(
+        _ref_energy(D, R, ox, oy, s, d, np.array(lab, np.int32).reshape(2, 2, 2))
+        for lab in itertools.product(range(3), repeat=8)
+    )
+    assert energy[-1] == pytest.approx(best)
