@@ -1,19 +1,29 @@
-"""LPS on the SOD benchmark: the published priors before and after promotion, against the paper's table.
+"""LPS benchmark: priors before and after promotion on SOD (published priors) and ECSSD test.
 
-For every prior map of ``../shared/data/sod/SOD/priors/<method>`` (Amulet, DSS, PiCANet: published deep
-detectors; BSCA, GS, RBD: classical), the image's backbone taps (the ``deep_features`` stage's
-defaults: EfficientNet-Lite0, 224 x 224) and a trained LPS model give the promoted map
-(:func:`promote.lps_promote`, Alg. 2) for ``T = 1`` and ``T = 3``. Scores: max F, adaptive F, MAE,
-S-measure (pysodmetrics), GT at 128; seconds per image of the promotion. The paper's own SOD numbers
-(LPS, CVPR 2018, Table 2: adaptive F / MAE) are printed beside ours for Amulet and DSS, whose maps
-here reproduce the paper's baselines.
+* **SOD** (300 images): the six published prior maps of ``../shared/data/sod/SOD/priors/<method>``
+  (Amulet, DSS, PiCANet: deep detectors; BSCA, GS, RBD: classical), beside the paper's own SOD
+  numbers (LPS, CVPR 2018, Table 2: adaptive F / MAE) for Amulet and DSS, whose maps here reproduce
+  the paper's baselines.
+* **ECSSD test** (the 500 stems of ``../shared/data/sod/ECSSD/test.txt``): the package's own priors
+  ``u2netp``, ``contrast`` and ``gradsal``, read from the map folders of a pipeline run
+  (``--ecssd-maps OUT``: ``OUT/<prior>/<stem>.png``, made by
+  ``python -m pipeline run --stages u2netp,contrast,gradsal --pool P --gt G --out OUT`` on a folder P
+  holding the test images).
+
+Every image's backbone taps are those of the ``deep_features`` stage's defaults (EfficientNet-Lite0,
+224 x 224, float16); each prior is promoted by :func:`promote.lps_promote` (Alg. 2) with the
+Conv-based model (``--model``) for every ``T`` of ``--iterations`` and with the FC-based model
+(``--fc-model``) for ``T`` of ``--fc-iterations``. Scores from the package's evaluation
+(:func:`pipeline.evaluation.evaluate_methods`: max F, adaptive F, MAE, S-measure); seconds per image
+of the promotion alone (the taps are timed apart).
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_lps.py [--model lps-duts] [--iterations 1 3]
+    .venv/bin/python benchmarks/bench_lps.py --model lps-duts --fc-model FC.npz \\
+        --ecssd-maps ../ecssd-test-run [--iterations 1 3] [--fc-iterations 1]
 
-``--model`` is a shipped model name or a model file (``python -m pipeline train lps`` writes one).
-Writes ``benchmarks/results/bench_lps.{json,md}``.
+``--model`` / ``--fc-model`` are shipped model names or model files (``python -m pipeline train lps``
+writes one). Writes ``benchmarks/results/lps.{json,md}``.
 """
 
 from __future__ import annotations
@@ -35,92 +45,179 @@ from benchmarks._common import (  # noqa: E402
     load_average,
     read_mask,
     read_rgb,
-    sod_scores,
     split_stems,
     write_results,
 )
 
-DURATION = "~4 min (SOD: 300 images x 6 priors x 2 settings)"
+DURATION = "~40 min on 2 busy cores (SOD 300 images x 6 priors, ECSSD 500 x 3, 3 settings each)"
 
 # LPS, CVPR 2018, Table 2, SOD rows: (adaptive F, MAE) of the prior and of the prior promoted by LPS.
 PAPER = {"Amulet": ((0.7546, 0.1407), (0.7769, 0.1336)), "DSS": ((0.7867, 0.1262), (0.8061, 0.1187))}
+ECSSD_PRIORS = ("u2netp", "contrast", "gradsal")
+METRICS = (("max_f", "max F"), ("adp_f", "adaptive F"), ("mae", "MAE"), ("s_measure", "S-measure"))
+
+
+def _taps(stems, dataset, backbone, params):
+    from backbones import extract_features
+
+    t0 = time.perf_counter()
+    feats = []
+    for s in stems:
+        f = extract_features(backbone, [read_rgb(image_path(dataset, s))], taps=params.taps, batch_size=1,
+                             size=params.size)
+        feats.append({t: f[t][0].astype(np.float16) for t in params.taps})  # as the stage stores them
+    return feats, (time.perf_counter() - t0) / len(stems)
+
+
+def _read_prior(path: Path, shape) -> np.ndarray:
+    import cv2
+
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise OSError(f"cannot read prior map {path}")
+    if m.shape != shape:
+        m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return m.astype(np.float32) / 255.0
+
+
+def _score(maps: dict, gts: dict) -> dict:
+    from pipeline.evaluation import evaluate_methods
+
+    res = evaluate_methods(maps, gts, log=False, n_jobs=2)
+    return {m: {k: float(res.pooled[m][k]) for k, _ in METRICS} for m in res.methods}
+
+
+def _dataset(name, stems, priors_of, settings, backbone, params):
+    """Score every prior and its promotions on one dataset; returns {prior: {setting: scores}}."""
+    from promote import lps_promote
+
+    gts = {s: read_mask(gt_path(name, s)) for s in stems}
+    feats, feat_s = _taps(stems, name, backbone, params)
+    out = {"features_s_per_image": feat_s, "priors": {}}
+    for prior_name, folder in priors_of.items():
+        priors = {s: _read_prior(folder / f"{s}.png", gts[s].shape) for s in stems}
+        maps, seconds = {prior_name: priors}, {}
+        for kind, network, Ts in settings:
+            labels = {T: f"LPS {kind} T={T}" for T in Ts}
+            for label in labels.values():
+                maps[label], seconds[label] = {}, 0.0
+            for s, f in zip(stems, feats):
+                t0 = time.perf_counter()
+
+                def keep(t, y, s=s, t0=t0):  # Y(1) .. Y(T) of one run: Y(t) is what T = t returns
+                    if t in labels:
+                        seconds[labels[t]] += time.perf_counter() - t0
+                        maps[labels[t]][s] = y
+
+                lps_promote(f, priors[s], network, iterations=max(Ts), each=keep)
+        scores = _score(maps, gts)
+        entry = {"prior": scores[prior_name]}
+        for label in maps:
+            if label != prior_name:
+                entry[label] = {**scores[label], "s_per_image": seconds[label] / len(stems)}
+        out["priors"][prior_name] = entry
+        print(name, prior_name, {k: round(v["mae"], 4) for k, v in entry.items()}, flush=True)
+    return out
+
+
+def _table(result, first, paper=None):
+    rows = ["| prior | promoted by | max F | adaptive F | MAE | S-measure | s / image | paper adaptive F / MAE |",
+            "|---|---|---|---|---|---|---|---|"]
+    for prior, entry in result["priors"].items():
+        for key, e in entry.items():
+            ref = ""
+            if paper and prior in paper and key in ("prior", first):
+                f, m = paper[prior][0 if key == "prior" else 1]
+                ref = f"{f:.3f} / {m:.3f}"
+            who = "-" if key == "prior" else key
+            secs = f"{e['s_per_image']:.3f}" if "s_per_image" in e else ""
+            rows.append(f"| {prior} | {who} | {e['max_f']:.3f} | {e['adp_f']:.3f} | {e['mae']:.3f} | "
+                        f"{e['s_measure']:.3f} | {secs} | {ref} |")
+    return rows
+
+
+def _gains(result, label):
+    """Per prior: adaptive F and MAE change of ``label`` over the prior."""
+    rows = ["| prior | adaptive F before -> after | MAE before -> after | MAE lower |", "|---|---|---|---|"]
+    for prior, entry in result["priors"].items():
+        b, a = entry["prior"], entry[label]
+        rows.append(f"| {prior} | {b['adp_f']:.3f} -> {a['adp_f']:.3f} ({a['adp_f'] - b['adp_f']:+.3f}) | "
+                    f"{b['mae']:.3f} -> {a['mae']:.3f} ({a['mae'] - b['mae']:+.3f}) | "
+                    f"{'yes' if a['mae'] < b['mae'] else 'no'} |")
+    return rows
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="lps-duts", help="shipped model name or model file (default lps-duts)")
-    ap.add_argument("--iterations", type=int, nargs="+", default=[1, 3], help="T values of Alg. 2")
+    ap.add_argument("--model", default="lps-duts", help="Conv-based model: shipped name or file (default lps-duts)")
+    ap.add_argument("--fc-model", default=None, help="FC-based model: shipped name or file (optional)")
+    ap.add_argument("--iterations", type=int, nargs="+", default=[1, 3], help="T values for the Conv model")
+    ap.add_argument("--fc-iterations", type=int, nargs="+", default=[1], help="T values for the FC model")
+    ap.add_argument("--ecssd-maps", type=Path, default=None,
+                    help="pipeline output folder with u2netp/, contrast/, gradsal/ maps of the ECSSD test images")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N test images (a quick check)")
     args = ap.parse_args(argv)
 
-    import cv2
     import torch
 
-    from backbones import extract_features, load_backbone
+    from backbones import load_backbone
     from pipeline import models
     from pipeline.stages.features import DeepFeaturesParams
-    from promote import AnchorNetwork, lps_promote
+    from promote import AnchorNetwork
 
-    torch.set_num_threads(2)
-    ref = models.resolve("lps", args.model)
-    model = ref.load()
-    network = AnchorNetwork.from_state(model.arrays, model.hparams)
-    p = DeepFeaturesParams()
-    net = load_backbone(p.backbone, device="cpu")
+    torch.set_num_threads(args.threads)
+    settings, described = [], {}
+    for kind, spec, Ts in (("Conv", args.model, args.iterations), ("FC", args.fc_model, args.fc_iterations)):
+        if spec is None:
+            continue
+        ref = models.resolve("lps", spec)
+        model = ref.load()
+        network = AnchorNetwork.from_state(model.arrays, model.hparams)
+        if network.hparams["region_embedding"] != kind.lower():
+            raise SystemExit(f"--{'fc-' if kind == 'FC' else ''}model: {spec} has a "
+                             f"{network.hparams['region_embedding']} region embedding, expected {kind.lower()}")
+        described[kind] = {"model": str(spec), "sha256": ref.digest, "hparams": network.hparams}
+        settings.append((kind, network, sorted(set(Ts))))
+    params = DeepFeaturesParams()
+    backbone = load_backbone(params.backbone, device="cpu")
 
-    stems = split_stems("SOD", "test")
-    gts = [read_mask(gt_path("SOD", s)) for s in stems]
-    t0 = time.perf_counter()
-    feats = []
-    for s in stems:
-        f = extract_features(net, [read_rgb(image_path("SOD", s))], taps=p.taps, batch_size=1, size=p.size)
-        feats.append({t: f[t][0].astype(np.float16) for t in p.taps})
-    feat_s = (time.perf_counter() - t0) / len(stems)
+    data = {"models": described, "load_before": load_average(), "datasets": {}}
+    sod_priors = dataset_dir("SOD") / "priors"
+    data["datasets"]["SOD"] = _dataset(
+        "SOD", split_stems("SOD", "test")[:args.limit],
+        {m: sod_priors / m for m in sorted(d.name for d in sod_priors.iterdir() if d.is_dir())},
+        settings, backbone, params)
+    if args.ecssd_maps is not None:
+        data["datasets"]["ECSSD"] = _dataset(
+            "ECSSD", split_stems("ECSSD", "test")[:args.limit], {p: args.ecssd_maps / p for p in ECSSD_PRIORS},
+            settings, backbone, params)
+    data["load_after"] = load_average()
 
-    priors_dir = dataset_dir("SOD") / "priors"
-    rows, data = [], {"model": args.model, "model_sha256": ref.digest, "features_s_per_image": feat_s,
-                      "load_before": load_average(), "priors": {}}
-    for method in sorted(d.name for d in priors_dir.iterdir() if d.is_dir()):
-        priors = []
-        for s, g in zip(stems, gts):
-            m = cv2.imread(str(priors_dir / method / f"{s}.png"), cv2.IMREAD_GRAYSCALE)
-            if m.shape != g.shape:
-                m = cv2.resize(m, (g.shape[1], g.shape[0]), interpolation=cv2.INTER_LINEAR)
-            priors.append(m.astype(np.float32) / 255.0)
-        entry = {"prior": sod_scores(priors, gts, s_measure=True)}
-        for T in args.iterations:
-            t1 = time.perf_counter()
-            out = [lps_promote(f, pr, network, iterations=T) for f, pr in zip(feats, priors)]
-            entry[f"T={T}"] = {**sod_scores(out, gts, s_measure=True),
-                               "s_per_image": (time.perf_counter() - t1) / len(stems)}
-        data["priors"][method] = entry
-        print(method, {k: {m: round(v, 3) for m, v in e.items()} for k, e in entry.items()}, flush=True)
-        for key, e in entry.items():
-            paper = ""
-            if method in PAPER:
-                before, after = PAPER[method]
-                pf, pm = before if key == "prior" else after
-                paper = f"{pf:.3f} / {pm:.3f}" if key in ("prior", "T=1") else ""
-            label = method if key == "prior" else f"{method} + LPS ({key})"
-            rows.append(f"| {label} | {e['maxF']:.3f} | {e['adpF']:.3f} | {e['MAE']:.3f} | {e['Sm']:.3f} | "
-                        f"{paper} |")
-    lines = [
-        "# LPS on SOD (300 images): published priors before and after promotion",
-        "",
-        f"Model `{args.model}` (sha256 {ref.digest[:12]}...). Backbone taps {feat_s:.3f} s per image; "
-        f"load average before {data['load_before']}, after {load_average()}. Paper: LPS (CVPR 2018) "
-        "Table 2, adaptive F / MAE, for the same priors on SOD.",
-        "",
-        "| map | max F | adaptive F | MAE | S-measure | paper adaptive F / MAE |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
-        f"Command: `.venv/bin/python benchmarks/bench_lps.py --model {args.model} "
-        f"--iterations {' '.join(map(str, args.iterations))}`",
-        "",
-    ]
-    write_results("bench_lps", data, "\n".join(lines))
+    first = f"LPS {settings[0][0]} T={settings[0][2][0]}"
+    models_line = "; ".join(f"{k}: `{v['model']}` (sha256 {v['sha256'][:12]}..., C = {v['hparams']['channels']}, "
+                            f"D = {v['hparams']['dim']})" for k, v in described.items())
+    cmd = (f".venv/bin/python benchmarks/bench_lps.py --model {args.model}"
+           + (f" --fc-model {args.fc_model}" if args.fc_model else "")
+           + f" --iterations {' '.join(map(str, args.iterations))}"
+           + (f" --fc-iterations {' '.join(map(str, args.fc_iterations))}" if args.fc_model else "")
+           + (f" --ecssd-maps {args.ecssd_maps}" if args.ecssd_maps else ""))
+    lines = ["# LPS: priors before and after promotion", "",
+             f"Models: {models_line}. Scores: `pipeline.evaluation` (max F, adaptive F at twice the mean, MAE, "
+             "S-measure; maps min-max normalised, masks at > 128). Seconds per image: the promotion alone, "
+             f"on a shared 2-core machine (load average {data['load_before']} before, {data['load_after']} after); "
+             "the backbone taps cost "
+             + ", ".join(f"{d} {r['features_s_per_image']:.3f} s" for d, r in data["datasets"].items())
+             + " per image on top.", ""]
+    for name, result in data["datasets"].items():
+        n = len(split_stems(name, "test")[:args.limit])
+        lines += [f"## {name} ({n} test images)", "",
+                  *_table(result, first, PAPER if name == "SOD" else None), "",
+                  f"Change by {first} (the default setting):", "", *_gains(result, first), ""]
+    lines += ["Paper: LPS (CVPR 2018) Table 2, SOD, adaptive F / MAE of the prior and of LPS (T = 1).", "",
+              f"Command: `{cmd}`", ""]
+    write_results("lps", data, "\n".join(lines))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -79,6 +79,9 @@ class LpsFitParams:
         ``conv`` or ``fc`` (Fig. 4; paper's choice: conv).
     grid_stride : int
         Stride of the embedding grid on the 224-pixel network input (4: 56 x 56; the paper: 1).
+    loss_stride : int
+        Stride on the network input at which Eq. 4 is evaluated: the pixel embedding is resized
+        (bilinear) to it (2: 112 x 112; the grid stride: on the grid; the paper: 1).
     flip_probability : float
         p: labels flipped when the training anchors are made (paper: 0.05).
     learning_rate : float
@@ -95,6 +98,7 @@ class LpsFitParams:
     dim: int = param(64, ge=1)
     region_embedding: str = param("conv", choices=("conv", "fc"))
     grid_stride: int = param(4, choices=(2, 4, 8))
+    loss_stride: int = param(2, choices=(1, 2, 4, 8))
     flip_probability: float = param(0.05, ge=0, lt=0.5)
     learning_rate: float = param(1e-3, gt=0)
     epochs: int = param(8, ge=1)
@@ -166,12 +170,12 @@ def run_lps(inputs, params: LpsParams, ctx):
 
 
 register(Stage(
-    name="lps_fit", version="1", inputs=("deep_features", "gt"), params=LpsFitParams, granularity="pool",
+    name="lps_fit", version="2", inputs=("deep_features", "gt"), params=LpsFitParams, granularity="pool",
     func=run_lps_fit, method=train_anchor_network, run_input="gt",
     doc="train the LPS anchor network on the pool's deep features and --gt masks (Alg. 1)",
 ))
 register(Stage(
-    name="lps", version="1", inputs=("deep_features",), params=LpsParams, granularity="image", func=run_lps,
+    name="lps", version="2", inputs=("deep_features",), params=LpsParams, granularity="image", func=run_lps,
     method=lps_promote, produces_map=True, prior_params=("prior",), learned=ModelSlot(trainer="lps_fit"),
     doc="LPS promoter: nearest-anchor classification in a learned metric space (Zeng et al. 2018)",
 ))

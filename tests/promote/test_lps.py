@@ -143,3 +143,37 @@ def test_bad_inputs_are_named():
         train_anchor_network(feats, masks, tap_strides=STRIDES, input_size=SIZE, region_embedding="mlp")
     with pytest.raises(ValueError, match="flip_probability"):
         train_anchor_network(feats, masks, tap_strides=STRIDES, input_size=SIZE, flip_probability=0.7)
+
+
+def test_the_fast_eq3_equals_the_reference():
+    from promote.lps import _eq3_flat
+
+    rng = np.random.default_rng(4)
+    emb = rng.normal(size=(5, 6, 7)).astype(np.float32)
+    fg, bg = rng.normal(size=5), rng.normal(size=5)
+    fast = _eq3_flat(emb.reshape(5, -1), (emb ** 2).sum(0).reshape(-1), fg, bg).reshape(6, 7)
+    np.testing.assert_allclose(fast, nearest_anchor_probability(emb, fg, bg), atol=1e-5)
+
+
+def test_one_run_reports_every_iterate_as_separate_runs_give_it(trained):
+    res, _ = trained
+    f, m = _synthetic(np.random.default_rng(7), 1)
+    prior = np.clip(0.7 * m[0] + 0.2, 0, 1).astype(np.float32)
+    seen = {}
+    last = lps_promote(f[0], prior, res.network, iterations=3, each=lambda t, y: seen.setdefault(t, y))
+    assert sorted(seen) == [1, 2, 3]
+    np.testing.assert_array_equal(seen[3], last)
+    np.testing.assert_allclose(seen[1], lps_promote(f[0], prior, res.network, iterations=1), atol=1e-6)
+    np.testing.assert_allclose(seen[2], lps_promote(f[0], prior, res.network, iterations=2), atol=1e-6)
+
+
+def test_image_and_grid_resolution_agree_away_from_edges(trained):
+    res, _ = trained
+    f, m = _synthetic(np.random.default_rng(8), 1)
+    prior = m[0].astype(np.float32)
+    full = lps_promote(f[0], prior, res.network, resolution="image")
+    grid = lps_promote(f[0], prior, res.network, resolution="grid")
+    inner = binary_erosion(m[0], iterations=4) | ~binary_dilation(m[0], iterations=4)
+    assert ((full > 0.5) == (grid > 0.5))[inner].all()
+    with pytest.raises(ValueError, match="resolution"):
+        lps_promote(f[0], prior, res.network, resolution="full")
