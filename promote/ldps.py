@@ -37,18 +37,28 @@ Decisions the paper leaves open, or that this machine forces
   18 and the image-level pooling branch, 32 channels each, concatenated and projected to 32 by a
   1 x 1 convolution; PReLU after every convolution. No batch normalisation: the single-image mode
   trains on one image, where batch statistics are those of the image being refined.
+* **ASPP resolution** (``aspp_stride``). 1 is the paper's: ASPP on the half-resolution fused map.
+  2 runs the ASPP on that map averaged over 2 x 2 cells, upsamples its output bilinearly and adds
+  it to the fused map, so the fine taps' detail stays at half resolution. A training step costs
+  2.6x less with 2 (0.18 s against 0.46 s per image, batch 8, one thread, measured back to back),
+  which is what lets the shipped model train on 3000 images on two CPU cores.
 * **Discriminator.** "Five convolutional layers" with a sigmoid output; widths are not given. Five
   1 x 1 convolutions 64 -> 32 -> 32 -> 32 -> 32 -> 1 with PReLU between (the input is the
   64-channel pair). The first layer is split as ``W_a F_fg + W_b f_i`` so the prototype's half is
   computed once per image instead of at every location (the same function).
-* **Loss.** Mean BCE over AFG and ABG locations, each class averaged separately and the two means
-  averaged, so the larger background does not swamp the foreground (the paper does not weigh; see
-  ``class_balance``).
+* **Loss.** Mean BCE over all AFG and ABG locations together, as the official code's masked BCE
+  (``class_balance=True`` averages the two classes separately instead). Measured on ECSSD train
+  (500 images, u2netp priors, pool mode, SGD lr 0.05, 3 epochs): unweighted gives adaptive F
+  0.912 / MAE 0.0408 against 0.900 / 0.0411 balanced (prior: 0.904 / 0.0413).
 * **Step size.** Every step's gradient norm is clipped to 1: without batch normalisation the paper's
   single-image learning rate of 0.2 diverges to NaN on raw taps (measured on the synthetic test
   images), and clipping keeps the paper's learning rates usable.
-* **Optimiser.** SGD, momentum 0.9, weight decay 5e-3 (the paper: SGD with a polynomial learning
-  rate; official code: momentum 0.9, weight decay 0.005, power 0.9). Single-image mode: SGD at
+* **Optimiser.** SGD, momentum 0.9, weight decay 5e-3, polynomial schedule of power 0.9 (the paper:
+  SGD with a polynomial learning rate; official code: momentum 0.9, weight decay 0.005, power 0.9),
+  initial learning rate 0.05 and 3 epochs. The paper's 5e-3 for the non-backbone layers is meant
+  for 20k iterations; in the 200 steps of 6 epochs over 300 images it left the training loss at 0.67
+  (log 2 = 0.69). On ECSSD train (as above) SGD at 0.05 gives adaptive F 0.900 / MAE 0.0411 and
+  Adam at 1e-3 0.898 / 0.0415 (both class-balanced), so SGD at 0.05 is the default. Single-image mode: SGD at
   lr 0.2 for 10 steps from a seeded initialisation (the paper's DenseCRF comparison).
 * **Images without guidance.** Training skips an image whose prior has no FG location or no ABG
   location (no prototype or no negative pair). At inference a prior with no FG location is returned
@@ -85,6 +95,7 @@ __all__ = [
     "ldps_promote",
     "ldps_single",
     "train_relation_network",
+    "training_pairs",
     "weighted_prototype",
 ]
 
@@ -121,6 +132,24 @@ def weighted_prototype(features: np.ndarray, prior: np.ndarray, fg_mask: np.ndar
     return np.tensordot(np.asarray(features, np.float64), w / total, axes=([1, 2], [0, 1])).astype(np.float32)
 
 
+def training_pairs(features: np.ndarray, prior: np.ndarray, theta_fg: float = THETA_FG,
+                   theta_afg: float = THETA_AFG, theta_abg: float = THETA_ABG) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 8-9: positive pairs ``[F_fg, f_afg]`` and negative pairs ``[F_fg, f_abg]`` of one image.
+
+    ``features`` is ``(C, h, w)`` and ``prior`` ``(h, w)`` on the same grid. Returns ``(P, 2C)`` and
+    ``(N, 2C)`` arrays, one row per AFG / ABG location in row-major order. (Training evaluates the
+    discriminator on every location at once and masks the loss, which is the same set of pairs.)
+    """
+    fg, afg, abg = guide_masks(prior, theta_fg, theta_afg, theta_abg)
+    proto = weighted_prototype(features, prior, fg)  # Eq. 7
+    f = np.asarray(features, np.float32)
+    pixels = f.reshape(f.shape[0], -1).T
+    def pairs(mask):
+        sel = pixels[mask.ravel()]
+        return np.concatenate([np.broadcast_to(proto, (len(sel), proto.size)), sel], axis=1)
+    return pairs(afg), pairs(abg)
+
+
 def confidence(s: np.ndarray) -> np.ndarray:
     """Eq. 10: ``s`` where ``s > 0.5``, ``1 - s`` otherwise."""
     s = np.asarray(s, np.float32)
@@ -139,7 +168,7 @@ def confidence_merge(prior: np.ndarray, new: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- the network
 
 
-def _build_network(tap_channels: Sequence[int], channels: int, hidden: int):
+def _build_network(tap_channels: Sequence[int], channels: int, hidden: int, aspp_stride: int = 1):
     torch = _torch()
     nn = torch.nn
     F = torch.nn.functional
@@ -200,7 +229,13 @@ def _build_network(tap_channels: Sequence[int], channels: int, hidden: int):
             self.discriminator = Discriminator()
 
         def extract(self, feats):
-            return self.aspp(self.fusion(feats))
+            fused = self.fusion(feats)
+            if aspp_stride == 1:
+                return self.aspp(fused)
+            # ASPP on the fused map averaged over aspp_stride x aspp_stride cells, brought back to
+            # the fused grid and added to it (the fine taps' detail is kept by the sum).
+            coarse = self.aspp(F.avg_pool2d(fused, aspp_stride))
+            return fused + F.interpolate(coarse, size=fused.shape[-2:], mode="bilinear", align_corners=False)
 
     net = Net()
     # He initialisation for PReLU (slope 0.25): PyTorch's default shrinks the signal by about
@@ -232,7 +267,8 @@ class RelationNetwork:
 
     @classmethod
     def create(cls, *, taps: Sequence[str], tap_channels: Sequence[int], tap_strides: Sequence[int],
-               channels: int = 32, hidden: int = 32, input_size: int = 224, theta_fg: float = THETA_FG,
+               channels: int = 32, hidden: int = 32, aspp_stride: int = 1, input_size: int = 224,
+               theta_fg: float = THETA_FG,
                theta_afg: float = THETA_AFG, theta_abg: float = THETA_ABG, seed: int = 0) -> "RelationNetwork":
         """A freshly initialised network for the given taps (seeded); the finest tap sets the grid."""
         if not (len(taps) == len(tap_channels) == len(tap_strides)) or not taps:
@@ -241,11 +277,14 @@ class RelationNetwork:
         guide_masks(np.zeros((1, 1)), theta_fg, theta_afg, theta_abg)  # validates the thresholds
         hp = {"taps": [str(taps[i]) for i in order], "tap_channels": [int(tap_channels[i]) for i in order],
               "tap_strides": [int(tap_strides[i]) for i in order], "channels": int(channels),
-              "hidden": int(hidden), "input_size": int(input_size), "theta_fg": float(theta_fg),
+              "hidden": int(hidden), "aspp_stride": int(aspp_stride), "input_size": int(input_size),
+              "theta_fg": float(theta_fg),
               "theta_afg": float(theta_afg), "theta_abg": float(theta_abg)}
         torch = _torch()
         torch.manual_seed(int(seed))
-        return cls(_build_network(hp["tap_channels"], hp["channels"], hp["hidden"]), hp)
+        if aspp_stride not in (1, 2, 4):
+            raise ValueError(f"aspp_stride: expected 1, 2 or 4, got {aspp_stride!r}")
+        return cls(_build_network(hp["tap_channels"], hp["channels"], hp["hidden"], hp["aspp_stride"]), hp)
 
     @classmethod
     def from_state(cls, arrays: Mapping[str, np.ndarray], hparams: Mapping) -> "RelationNetwork":
@@ -253,7 +292,8 @@ class RelationNetwork:
         torch = _torch()
         hp = dict(hparams)
         net = cls.create(taps=hp["taps"], tap_channels=hp["tap_channels"], tap_strides=hp["tap_strides"],
-                         channels=hp["channels"], hidden=hp["hidden"], input_size=hp["input_size"],
+                         channels=hp["channels"], hidden=hp["hidden"], aspp_stride=hp.get("aspp_stride", 1),
+                         input_size=hp["input_size"],
                          theta_fg=hp["theta_fg"], theta_afg=hp["theta_afg"], theta_abg=hp["theta_abg"])
         net.module.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items()},
                                    strict=True)
@@ -460,17 +500,18 @@ def train_relation_network(
     input_size: int = 224,
     channels: int = 32,
     hidden: int = 32,
+    aspp_stride: int = 2,
     theta_fg: float = THETA_FG,
     theta_afg: float = THETA_AFG,
     theta_abg: float = THETA_ABG,
     optimizer: str = "sgd",
-    learning_rate: float = 5e-3,
+    learning_rate: float = 5e-2,
     momentum: float = 0.9,
     weight_decay: float = 5e-3,
     poly_power: float = 0.9,
-    epochs: int = 6,
+    epochs: int = 3,
     batch_size: int = 8,
-    class_balance: bool = True,
+    class_balance: bool = False,
     seed: int = 0,
     device: str = "cpu",
     progress=None,
@@ -491,6 +532,8 @@ def train_relation_network(
         The network input side the taps were computed at.
     channels, hidden : int
         Width of the extractor's output (paper: 32) and of the discriminator's hidden layers.
+    aspp_stride : int
+        1: ASPP on the half-resolution fused map (the paper); 2 or 4: on it averaged, added back.
     theta_fg, theta_afg, theta_abg : float
         Sec. 4.2's thresholds (paper: 0.9, 0.8, 0.3).
     learning_rate, momentum, weight_decay, poly_power : float
@@ -520,8 +563,8 @@ def train_relation_network(
     first = features[0]
     network = RelationNetwork.create(
         taps=list(taps), tap_channels=[int(np.asarray(first[t]).shape[0]) for t in taps],
-        tap_strides=[int(tap_strides[t]) for t in taps], channels=channels, hidden=hidden, input_size=input_size,
-        theta_fg=theta_fg, theta_afg=theta_afg, theta_abg=theta_abg, seed=seed)
+        tap_strides=[int(tap_strides[t]) for t in taps], channels=channels, hidden=hidden, aspp_stride=aspp_stride,
+        input_size=input_size, theta_fg=theta_fg, theta_afg=theta_afg, theta_abg=theta_abg, seed=seed)
     hp = network.hparams
     for f in features:
         _check_features(f, hp)
@@ -540,8 +583,8 @@ def train_relation_network(
 
 def ldps_single(features: Mapping[str, np.ndarray], prior: np.ndarray, *, tap_strides: Mapping[str, int],
                 taps: Sequence[str] = DEFAULT_TAPS, input_size: int = 224, channels: int = 32, hidden: int = 32,
-                learning_rate: float = 0.2, steps: int = 10, momentum: float = 0.9, weight_decay: float = 5e-3,
-                class_balance: bool = True, seed: int = 0) -> np.ndarray:
+                aspp_stride: int = 2, learning_rate: float = 0.2, steps: int = 10, momentum: float = 0.9, weight_decay: float = 5e-3,
+                class_balance: bool = False, seed: int = 0) -> np.ndarray:
     """Fit LDPS on one image alone and promote its prior (the paper's DenseCRF comparison, Sec. 5.4).
 
     A network initialised from ``seed`` is trained for ``steps`` SGD steps at ``learning_rate``
@@ -557,8 +600,8 @@ def ldps_single(features: Mapping[str, np.ndarray], prior: np.ndarray, *, tap_st
         raise ValueError(f"taps: {missing} are not in the features (they have {', '.join(sorted(tap_strides))})")
     network = RelationNetwork.create(
         taps=list(taps), tap_channels=[int(np.asarray(first[t]).shape[0]) for t in taps],
-        tap_strides=[int(tap_strides[t]) for t in taps], channels=channels, hidden=hidden, input_size=input_size,
-        seed=seed)
+        tap_strides=[int(tap_strides[t]) for t in taps], channels=channels, hidden=hidden, aspp_stride=aspp_stride,
+        input_size=input_size, seed=seed)
     _check_features(features, network.hparams)
     grid = _resize(prior, network.grid, area=True)
     if not _has_guidance(grid, network.hparams):

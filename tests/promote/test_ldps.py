@@ -14,6 +14,7 @@ from promote.ldps import (
     ldps_promote,
     ldps_single,
     train_relation_network,
+    training_pairs,
     weighted_prototype,
 )
 
@@ -60,6 +61,18 @@ def test_prototype_is_the_saliency_weighted_mean_of_fg_features():
     np.testing.assert_allclose(proto, want, rtol=1e-6)
     with pytest.raises(ValueError, match="FG mask is empty"):
         weighted_prototype(feats, np.full((2, 2), 0.5), np.zeros((2, 2), bool))
+
+
+def test_pairs_join_the_prototype_to_every_afg_and_abg_location():
+    prior = np.array([[0.95, 0.85, 0.5], [0.2, 0.1, 0.91]], np.float32)
+    feats = np.arange(12, dtype=np.float32).reshape(2, 2, 3)  # channel c at (y, x) = 6c + 3y + x
+    pos, neg = training_pairs(feats, prior)
+    proto = (0.95 * feats[:, 0, 0] + 0.91 * feats[:, 1, 2]) / (0.95 + 0.91)
+    # AFG (> 0.8): (0, 0), (0, 1), (1, 2); ABG (< 0.3): (1, 0), (1, 1); 0.5 is in neither.
+    np.testing.assert_allclose(pos[:, :2], np.tile(proto, (3, 1)), rtol=1e-6)
+    np.testing.assert_array_equal(pos[:, 2:], [[0, 6], [1, 7], [5, 11]])
+    np.testing.assert_allclose(neg[:, :2], np.tile(proto, (2, 1)), rtol=1e-6)
+    np.testing.assert_array_equal(neg[:, 2:], [[3, 9], [4, 10]])
 
 
 def test_eq11_keeps_the_more_confident_map_per_pixel():
@@ -159,3 +172,34 @@ def test_wrong_features_are_named():
     bad.pop("s4")
     with pytest.raises(ValueError, match="expected tap 's4'"):
         ldps_promote(bad, priors[0], res.network)
+
+
+def test_the_training_loss_is_the_bce_of_the_discriminator_over_the_eq8_eq9_pairs():
+    import torch
+
+    from promote.ldps import _pair_loss, _prototypes
+
+    rng = np.random.default_rng(7)
+    net = RelationNetwork.create(taps=list(STRIDES), tap_channels=[4, 4, 8, 8], tap_strides=list(STRIDES.values()),
+                                 channels=4, hidden=4, input_size=SIZE, seed=0)
+    feats = _features(_square(SIZE, 6, 22), rng, noise=0.3)
+    prior = rng.random(net.grid).astype(np.float32)
+    prior[2:5, 2:5] = 0.95  # some FG
+    with torch.no_grad():
+        emb = net.module.extract([torch.from_numpy(np.asarray(feats[t], np.float32))[None] for t in STRIDES])
+        pg = torch.from_numpy(prior)[None]
+        logits = net.module.discriminator(_prototypes(torch, emb, pg, (pg > 0.9).float()), emb)
+        loss = float(_pair_loss(torch, logits, (pg > 0.8).float(), (pg < 0.3).float(), class_balance=False))
+        pos, neg = training_pairs(emb[0].numpy(), prior)
+        c = emb.shape[1]
+
+        def disc(pairs):  # the discriminator on explicit pairs: prototype half, pixel half as a 1 x N map
+            p = torch.from_numpy(pairs)
+            return net.module.discriminator(p[:1, :c], p[:, c:].T[None, :, :, None])[0, :, 0]
+
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        lp, ln = disc(pos), disc(neg)
+        want = (bce(lp, torch.ones_like(lp), reduction="sum") + bce(ln, torch.zeros_like(ln), reduction="sum"))
+        want = float(want) / (len(pos) + len(neg))
+    assert len(pos) and len(neg)
+    assert loss == pytest.approx(want, rel=1e-5)

@@ -1,0 +1,282 @@
+"""LDPS against the dense-CRF baseline: priors before and after promotion on SOD and ECSSD test.
+
+For each prior of a dataset (SOD: the six published maps in ``../shared/data/sod/SOD/priors``;
+ECSSD test: the project's u2netp, contrast and gradsal maps), the rows are:
+
+* the prior itself;
+* ``+crf``: :func:`promote.dense_crf` with the ``crf`` stage's defaults (the baseline);
+* ``+ldps (pool)``: the paper's mode: :func:`promote.train_relation_network` trained self-supervised
+  on the very images and priors it then refines (no ground truth), with the ``ldps_fit`` defaults;
+* ``+ldps (shipped)``: the model shipped in the package (trained on DUTS-TR images with u2netp
+  priors), unless ``--no-shipped``;
+* ``+ldps_single``: :func:`promote.ldps_single`, a fresh network fitted on each image alone.
+
+Scores: max F, adaptive F, MAE, S-measure (pysodmetrics, GT at 128) and seconds per image. The
+backbone taps are the ``deep_features`` defaults (EfficientNet-Lite0 at 224). A second table gives
+the inference speed of the promotion at 256 x 256 (taps at 256, so the fused grid is 128 x 128),
+batch 1 and batch 8, head only (taps given) and with the backbone.
+
+ECSSD test priors are read from ``--ecssd-maps DIR/<stage>/<stem>.png`` (the output folder of
+``python -m pipeline run --stages u2netp,contrast,gradsal --pool ECSSD-test-images``); without it
+u2netp and contrast are computed here and gradsal is left out.
+
+``ldps_single`` fits a network per image, so it is scored on a fixed random subset of each dataset
+(``--single-n``, seed 0), beside the prior and crf scores of the same images.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_ldps.py [--datasets SOD ECSSD] [--ecssd-maps DIR] [--threads 2]
+
+Writes ``benchmarks/results/ldps.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import (  # noqa: E402
+    dataset_dir,
+    gt_path,
+    image_path,
+    load_average,
+    read_mask,
+    read_rgb,
+    sod_scores,
+    split_stems,
+    write_results,
+)
+
+DURATION = "~60 min on 2 cores (9 priors x crf, pool training, single-image fits)"
+
+# LDPS (AAAI 2020) Table 1, ECSSD, PiCANet: adaptive F / MAE before and after.
+PAPER_PICANET_ECSSD = ((0.8872, 0.0456), (0.9096, 0.0406))
+
+
+def _read_prior(path: Path, shape) -> np.ndarray:
+    import cv2
+
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise OSError(f"cannot read prior {path}")
+    if m.shape != tuple(shape):
+        m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return m.astype(np.float32) / 255.0
+
+
+def _taps(net, images, taps, size):
+    from backbones import extract_features
+
+    out = []
+    for im in images:
+        f = extract_features(net, [im], taps=taps, batch_size=1, size=size)
+        out.append({t: f[t][0].astype(np.float16) for t in taps})
+    return out
+
+
+def _priors(dataset, stems, images, gts, ecssd_maps):
+    if dataset == "SOD":
+        root = dataset_dir("SOD") / "priors"
+        return {m: [_read_prior(root / m / f"{s}.png", g.shape) for s, g in zip(stems, gts)]
+                for m in sorted(d.name for d in root.iterdir() if d.is_dir())}
+    out = {}
+    for method in ("u2netp", "contrast", "gradsal"):
+        if ecssd_maps is not None and (Path(ecssd_maps) / method).is_dir():
+            out[method] = [_read_prior(Path(ecssd_maps) / method / f"{s}.png", g.shape) for s, g in zip(stems, gts)]
+        elif method == "u2netp":
+            from detect.u2netp import u2netp_map
+
+            out[method] = [u2netp_map(im) for im in images]
+        elif method == "contrast":
+            from detect.contrast import contrast_saliency
+
+            out[method] = [contrast_saliency(im) for im in images]
+    return out
+
+
+def _timed(fn, items):
+    t0 = time.perf_counter()
+    out = [fn(*it) for it in items]
+    return out, (time.perf_counter() - t0) / max(len(items), 1)
+
+
+def _speed(net, network, images, threads):
+    """Images per second of LDPS inference at 256 x 256: head only and with the backbone."""
+    import torch
+
+    from backbones import extract_features
+    from promote.ldps import DEFAULT_TAPS, RelationNetwork, ldps_promote_batch
+
+    torch.set_num_threads(threads)
+    hp = dict(network.hparams, input_size=256)
+    net256 = RelationNetwork.create(taps=hp["taps"], tap_channels=hp["tap_channels"], tap_strides=hp["tap_strides"],
+                                    channels=hp["channels"], hidden=hp["hidden"], input_size=256)
+    net256.module.load_state_dict(network.module.state_dict())  # a fully convolutional head: any input size
+    import cv2
+
+    ims = [cv2.resize(im, (256, 256)) for im in images[:16]]
+    priors = [np.clip(cv2.GaussianBlur(np.asarray(im[..., 0], np.float32) / 255.0, (0, 0), 8) * 1.6, 0, 1)
+              for im in ims]
+    rows = []
+    for batch in (1, 8):
+        best_head = best_all = np.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            feats = []
+            for s in range(0, len(ims), batch):
+                f = extract_features(net, ims[s:s + batch], taps=DEFAULT_TAPS, batch_size=batch, size=256)
+                feats += [{t: f[t][i] for t in DEFAULT_TAPS} for i in range(len(ims[s:s + batch]))]
+            t1 = time.perf_counter()
+            for s in range(0, len(ims), batch):
+                ldps_promote_batch(feats[s:s + batch], priors[s:s + batch], net256)
+            t2 = time.perf_counter()
+            best_head = min(best_head, (t2 - t1) / len(ims))
+            best_all = min(best_all, (t2 - t0) / len(ims))
+        rows.append({"batch": batch, "head_images_per_s": 1 / best_head, "with_backbone_images_per_s": 1 / best_all})
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=["SOD", "ECSSD"], choices=["SOD", "ECSSD"])
+    ap.add_argument("--ecssd-maps", default=None, help="pipeline output folder with u2netp/contrast/gradsal maps")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=0, help="only the first N images of each dataset (a smoke run)")
+    ap.add_argument("--no-shipped", action="store_true", help="leave out the shipped model's rows")
+    ap.add_argument("--single-n", type=int, default=60,
+                    help="ldps_single (the slowest rows) on this many images per dataset, a fixed random subset "
+                         "(seed 0), with the prior and crf rows of the same images beside it; 0: leave it out")
+    args = ap.parse_args(argv)
+
+    import warnings
+
+    import torch
+
+    from backbones import load_backbone
+    from pipeline import models
+    from pipeline.registry import params_as_dict
+    from pipeline.stages.features import DeepFeaturesParams
+    from pipeline.stages.ldps import LdpsFitParams, LdpsSingleParams
+    from pipeline.stages.promote import CrfParams
+    from promote import dense_crf
+    from promote.ldps import RelationNetwork, ldps_promote, ldps_single, train_relation_network
+
+    warnings.simplefilter("ignore")  # the "no confident foreground" notices are counted instead
+    torch.set_num_threads(args.threads)
+    fp = DeepFeaturesParams()
+    backbone = load_backbone(fp.backbone, device="cpu")
+    fit_kwargs = params_as_dict(LdpsFitParams())
+    fit_kwargs.pop("prior")
+    taps = tuple(fit_kwargs.pop("taps"))
+    single = params_as_dict(LdpsSingleParams())
+    single.pop("prior")
+    crf_kwargs = params_as_dict(CrfParams())
+    crf_kwargs.pop("prior")
+    shipped = None
+    if not args.no_shipped:
+        ref = models.resolve("ldps", "ldps-duts")
+        m = ref.load()
+        shipped = RelationNetwork.from_state(m.arrays, m.hparams)
+
+    data = {"load_before": load_average(), "datasets": {}, "ldps_fit": fit_kwargs, "crf": crf_kwargs}
+    md_tables = []
+    for dataset in args.datasets:
+        split = "test"
+        stems = split_stems(dataset, split)
+        if args.limit:
+            stems = stems[:args.limit]
+        gts = [read_mask(gt_path(dataset, s)) for s in stems]
+        images = [read_rgb(image_path(dataset, s)) for s in stems]
+        t0 = time.perf_counter()
+        feats = _taps(backbone, images, taps, fp.size)
+        feat_s = (time.perf_counter() - t0) / len(stems)
+        strides = {t: s for t, s in backbone.tap_strides.items() if t in taps}
+        priors = _priors(dataset, stems, images, gts, args.ecssd_maps)
+        entry = {"features_s_per_image": feat_s, "priors": {}}
+        rows = []
+        for method, pri in priors.items():
+            res = {"prior": sod_scores(pri, gts, s_measure=True)}
+            crf, s = _timed(lambda im, p: dense_crf(im, p, **crf_kwargs), list(zip(images, pri)))
+            res["crf"] = {**sod_scores(crf, gts, s_measure=True), "s_per_image": s}
+            t0 = time.perf_counter()
+            fit = train_relation_network(feats, pri, tap_strides=strides, taps=taps, input_size=fp.size, **fit_kwargs)
+            train_s = time.perf_counter() - t0
+            out, s = _timed(lambda f, p: ldps_promote(f, p, fit.network), list(zip(feats, pri)))
+            n_fg = sum(int((p > fit.network.hparams["theta_fg"]).any()) for p in pri)
+            res["ldps (pool)"] = {**sod_scores(out, gts, s_measure=True), "s_per_image": s,
+                                  "train_s": train_s, "trained_on": fit.images, "no_fg": len(pri) - n_fg}
+            if shipped is not None:
+                out, s = _timed(lambda f, p: ldps_promote(f, p, shipped), list(zip(feats, pri)))
+                res["ldps (shipped)"] = {**sod_scores(out, gts, s_measure=True), "s_per_image": s}
+            if args.single_n:
+                sub = np.sort(np.random.default_rng(0).choice(len(stems), min(args.single_n, len(stems)), replace=False))
+                sub_gts = [gts[i] for i in sub]
+                n = len(sub)
+                res[f"prior ({n} images)"] = sod_scores([pri[i] for i in sub], sub_gts, s_measure=True)
+                res[f"crf ({n} images)"] = sod_scores([crf[i] for i in sub], sub_gts, s_measure=True)
+                out, s = _timed(lambda f, p: ldps_single(f, p, tap_strides=strides, input_size=fp.size, **single),
+                                [(feats[i], pri[i]) for i in sub])
+                res[f"ldps_single ({n} images)"] = {**sod_scores(out, sub_gts, s_measure=True), "s_per_image": s}
+            entry["priors"][method] = res
+            print(dataset, method, {k: {q: round(v, 4) for q, v in e.items()} for k, e in res.items()}, flush=True)
+            for key, e in res.items():
+                base = res[key if key.startswith("prior") else
+                           ("prior" if "images)" not in key else "prior " + key[key.index("("):])]
+                label = f"{method}{key[5:]}" if key.startswith("prior") else f"{method} + {key}"
+                if key.startswith("prior"):
+                    delta = ""
+                else:
+                    d_f, d_m = e["adpF"] - base["adpF"], e["MAE"] - base["MAE"]
+                    delta = f"{d_f:+.3f} / {d_m:+.3f}" + (" (worse)" if d_m > 0 else "")
+                sec = f"{e['s_per_image']:.3f}" if "s_per_image" in e else ""
+                rows.append(f"| {label} | {e['maxF']:.3f} | {e['adpF']:.3f} | {e['MAE']:.3f} | {e['Sm']:.3f} | "
+                            f"{delta} | {sec} |")
+        data["datasets"][dataset] = entry
+        md_tables += [
+            f"## {dataset} {split} ({len(stems)} images)",
+            "",
+            f"Backbone taps {feat_s:.3f} s per image (not included in the seconds column).",
+            "",
+            "| map | max F | adaptive F | MAE | S-measure | change of adaptive F / MAE | s per image |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    net_for_speed = shipped
+    if net_for_speed is None:
+        net_for_speed = fit.network
+    speed = _speed(backbone, net_for_speed, images, args.threads)
+    data["speed_256"] = speed
+    data["load_after"] = load_average()
+    lines = [
+        "# LDPS: priors before and after promotion, against the dense-CRF baseline",
+        "",
+        f"Pool mode trains self-supervised on each dataset's own images and priors (the paper's protocol; "
+        f"no ground truth is used), with the `ldps_fit` defaults. CPU, {args.threads} torch threads; "
+        f"load average before {data['load_before']}, after {data['load_after']} (a shared machine).",
+        "",
+        *md_tables,
+        f"## Inference speed at 256 x 256 ({args.threads} threads)",
+        "",
+        "| batch | images/s, LDPS head on cached taps | images/s, with the EfficientNet-Lite0 taps |",
+        "|---|---|---|",
+        *[f"| {r['batch']} | {r['head_images_per_s']:.1f} | {r['with_backbone_images_per_s']:.1f} |" for r in speed],
+        "",
+        f"Command: `.venv/bin/python benchmarks/bench_ldps.py --datasets {' '.join(args.datasets)}"
+        + (" --ecssd-maps ECSSD_TEST_RUN" if args.ecssd_maps else "") + f" --threads {args.threads}"
+        + (" --no-shipped" if args.no_shipped else "") + f" --single-n {args.single_n}`",
+        "",
+    ]
+    write_results("ldps", data, "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
