@@ -23,7 +23,7 @@ Usage::
         --ecssd-maps ../ecssd-test-run [--iterations 1 3] [--fc-iterations 1]
 
 ``--model`` / ``--fc-model`` are shipped model names or model files (``python -m pipeline train lps``
-writes one). Writes ``benchmarks/results/lps.{json,md}``.
+writes one). Writes ``benchmarks/results/lps.{json,md}`` (``--results NAME``: ``NAME.{json,md}``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from benchmarks._common import (  # noqa: E402
     write_results,
 )
 
-DURATION = "~40 min on 2 busy cores (SOD 300 images x 6 priors, ECSSD 500 x 3, 3 settings each)"
+DURATION = "~25 min on 2 busy cores (SOD 300 images x 6 priors, ECSSD 500 x 3; Conv T = 1, 3 and FC T = 1)"
 
 # LPS, CVPR 2018, Table 2, SOD rows: (adaptive F, MAE) of the prior and of the prior promoted by LPS.
 PAPER = {"Amulet": ((0.7546, 0.1407), (0.7769, 0.1336)), "DSS": ((0.7867, 0.1262), (0.8061, 0.1187))}
@@ -157,6 +157,7 @@ def main(argv=None) -> int:
                     help="pipeline output folder with u2netp/, contrast/, gradsal/ maps of the ECSSD test images")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N test images (a quick check)")
+    ap.add_argument("--results", default="lps", help="name of the result files (default lps)")
     args = ap.parse_args(argv)
 
     import torch
@@ -201,7 +202,8 @@ def main(argv=None) -> int:
            + (f" --fc-model {args.fc_model}" if args.fc_model else "")
            + f" --iterations {' '.join(map(str, args.iterations))}"
            + (f" --fc-iterations {' '.join(map(str, args.fc_iterations))}" if args.fc_model else "")
-           + (f" --ecssd-maps {args.ecssd_maps}" if args.ecssd_maps else ""))
+           + (f" --ecssd-maps {args.ecssd_maps}" if args.ecssd_maps else "")
+           + (f" --results {args.results}" if args.results != "lps" else ""))
     lines = ["# LPS: priors before and after promotion", "",
              f"Models: {models_line}. Scores: `pipeline.evaluation` (max F, adaptive F at twice the mean, MAE, "
              "S-measure; maps min-max normalised, masks at > 128). Seconds per image: the promotion alone, "
@@ -216,7 +218,7 @@ def main(argv=None) -> int:
                   f"Change by {first} (the default setting):", "", *_gains(result, first), ""]
     lines += ["Paper: LPS (CVPR 2018) Table 2, SOD, adaptive F / MAE of the prior and of LPS (T = 1).", "",
               f"Command: `{cmd}`", ""]
-    write_results("lps", data, "\n".join(lines))
+    write_results(args.results, data, "\n".join(lines))
     return 0
 
 if __name__ == "__main__":

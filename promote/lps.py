@@ -74,6 +74,15 @@ said), scored on the first 200 stems of ECSSD ``train.txt`` (never a test split)
   ReLU between; no ReLU on the embeddings (as the official code).
 * **Data.** 3000 DUTS-TR images instead of 1000 help most: validation u2netp 0.875 / 0.890 / 0.054
   (1000 images) -> 0.895 / 0.907 / 0.047 (3000 images, both with the grid loss).
+* **Results** (``benchmarks/results/lps.md``, models trained on DUTS-TR-1k; ``lps_shipped.md``: the
+  shipped 3000-image model on SOD). Classical priors improve on every score (SOD BSCA adaptive F /
+  MAE 0.539 / 0.271 -> 0.628 / 0.207; ECSSD test gradsal 0.661 / 0.209 -> 0.769 / 0.125), deep ones
+  get worse (SOD DSS 0.795 / 0.121 -> 0.725 / 0.149; ECSSD u2netp 0.916 / 0.038 -> 0.865 / 0.073),
+  for the reason under *Backbone*: the paper's gains on Amulet and DSS are not reproduced with a
+  frozen backbone. ``T = 3`` lowers MAE further for the classical priors (BSCA 0.198, gradsal
+  0.106) and raises it for the deep ones, so ``T = 1`` (the paper's setting) is the default. The
+  FC-based region embedding gives a higher F on the deep priors and a higher MAE and lower
+  S-measure on most priors; Conv-based (the paper's choice) is the default.
 * **Regions.** "Select the approximate salient / background region according to Y(t)" is done
   softly, as the official code does: the anchor is the average of the region embedding weighted by
   ``Y`` (salient) or ``1 - Y`` (background), so no threshold is needed. In training the weights are
