@@ -160,7 +160,12 @@ def nearest_anchor_probability(embedding: np.ndarray, salient_anchor: np.ndarray
     d_fg = np.sqrt(((e - fg[:, None, None]) ** 2).sum(0))
     d_bg = np.sqrt(((e - bg[:, None, None]) ** 2).sum(0))
     # Eq. 3 with two regions: a softmax of (-d_fg, -d_bg) is the sigmoid of their difference.
-    return (1.0 / (1.0 + np.exp(-(d_bg - d_fg)))).astype(np.float32)
+    return _sigmoid(d_bg - d_fg).astype(np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` without overflow for large ``|x|``."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def _eq3_flat(phi: np.ndarray, sqnorm: np.ndarray, fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
@@ -174,7 +179,7 @@ def _eq3_flat(phi: np.ndarray, sqnorm: np.ndarray, fg: np.ndarray, bg: np.ndarra
         mu = np.asarray(mu, np.float32)
         d2 = sqnorm - 2.0 * (mu @ phi) + float(mu @ mu)
         d.append(np.sqrt(np.maximum(d2, 0.0)))
-    return (1.0 / (1.0 + np.exp(-(d[1] - d[0])))).astype(np.float32)
+    return _sigmoid(d[1] - d[0]).astype(np.float32)
 
 
 def region_anchor(region_embedding: np.ndarray, weights: np.ndarray) -> np.ndarray:
