@@ -38,7 +38,7 @@ said), scored on the first 200 stems of ECSSD ``train.txt`` (never a test split)
   taps ``s2, s4, s8, s16, s32`` at 224 x 224 cached once per image, so training is a small head on
   cached features that fits a 2-core CPU. Fine-tuning the backbone is not implemented. This is
   what limits LPS on strong priors: with the ground truth itself as the prior (perfect anchors),
-  the 3000-image model reaches max F 0.896 / MAE 0.044 on the validation images, below the
+  the first 3000-image model reaches max F 0.896 / MAE 0.044 on the validation images, below the
   ``u2netp`` prior alone (0.945 / 0.029). Since Eq. 5 replaces the prior after the first
   iteration, a prior better than the embedding's own ceiling comes out worse; weak priors
   (``contrast`` 0.728 / 0.171 -> 0.845 / 0.085) come out much better. The embedding grid is not the
@@ -54,8 +54,8 @@ said), scored on the first 200 stems of ECSSD ``train.txt`` (never a test split)
   stage ``lps`` version 2). The paper's embedding has the input's resolution; here the pixel
   embedding ``phi`` is resized (bilinear) from the grid to the prior's size and Eq. 3 / Eq. 5 run
   on every pixel (the anchors stay region averages on the grid, from the prior taken there by
-  area). The first version resized the *probabilities* instead, which blurs every edge by the
-  sigmoid of an interpolated distance. Validation, 3000-image model: u2netp prior 0.896 / 0.897 /
+  area). The first version resized the *probabilities* from the grid instead. Validation, the first
+  3000-image model (grid loss): u2netp prior 0.896 / 0.897 /
   0.051 (grid) -> 0.895 / 0.907 / 0.047 (image); contrast 0.848 / 0.840 / 0.088 -> 0.845 / 0.846 /
   0.085. ``||phi - mu||^2`` is expanded (``||phi||^2 - 2 phi . mu + ||mu||^2``) so a 300 x 400
   image costs two matrix-vector products per iteration.
@@ -65,13 +65,14 @@ said), scored on the first 200 stems of ECSSD ``train.txt`` (never a test split)
   u2netp 0.875 / 0.890 / 0.054 (grid loss) -> 0.879 / 0.894 / 0.053; contrast 0.848 / 0.844 / 0.085
   -> 0.853 / 0.850 / 0.083; the same training time (988 s against 975 s on a loaded machine).
 * **Sizes.** ``C = 32`` and ``D = 64`` by default, not the paper's 64 / 512: on this shared 2-core
-  machine a training step of 8 images takes ~0.9 s (forward 0.3, backward 0.5) and 3000 images x 8
-  epochs is already the budget; a ``D = 256`` run used more than twice the CPU time of ``D = 64``
-  without finishing its 8 epochs, and was stopped. Each tap is first reduced to ``C`` channels by a 1 x 1 convolution, so
-  the sub-pixel convolution of the 320-channel ``s32`` tap holds ``C x C N^2`` weights instead of
-  ``320 x C N^2``. The two convolutions of each head are 1 x 1 (``head_kernel``; the official
-  code's are 3 x 3, nine times the head's work, while the taps already carry the context), with a
-  ReLU between; no ReLU on the embeddings (as the official code).
+  machine under load a training step of 8 images took ~0.9 s (forward 0.3, backward 0.5) and 3000
+  images x 8 epochs took 2122 s, already the budget; a ``D = 256`` run used more than twice the CPU time of ``D = 64``
+  without finishing its 8 epochs, and was stopped. Each tap is first reduced to ``C`` channels by
+  a 1 x 1 convolution, so the sub-pixel convolution of the 320-channel ``s32`` tap holds
+  ``C x C N^2`` weights instead of ``320 x C N^2``. The two convolutions of each head are 1 x 1
+  (``head_kernel``; the official code's are 3 x 3, nine times the head's work, while the taps
+  already carry the context), with a ReLU between; no ReLU on the embeddings (as the official
+  code).
 * **Data.** 3000 DUTS-TR images instead of 1000 help most: validation u2netp 0.875 / 0.890 / 0.054
   (1000 images) -> 0.895 / 0.907 / 0.047 (3000 images, both with the grid loss).
 * **Results** (``benchmarks/results/lps.md``, models trained on DUTS-TR-1k; ``lps_shipped.md``: the
@@ -80,10 +81,11 @@ said), scored on the first 200 stems of ECSSD ``train.txt`` (never a test split)
   get worse (SOD DSS 0.795 / 0.121 -> 0.725 / 0.149; ECSSD u2netp 0.916 / 0.038 -> 0.865 / 0.073),
   for the reason under *Backbone*: the paper's gains on Amulet and DSS are not reproduced with a
   frozen backbone. The shipped model comes closer (SOD Amulet 0.755 / 0.141 -> 0.727 / 0.143, DSS
-  0.795 / 0.121 -> 0.734 / 0.138; the first version: 0.713 / 0.149 and 0.728 / 0.143). ``T = 3`` lowers MAE further for the classical priors (BSCA 0.198, gradsal
+  0.795 / 0.121 -> 0.734 / 0.138; the first version, in the first benchmark: 0.713 / 0.149 and
+  0.728 / 0.143). ``T = 3`` lowers MAE further for the classical priors (BSCA 0.198, gradsal
   0.106) and raises it for the deep ones, so ``T = 1`` (the paper's setting) is the default. The
-  FC-based region embedding gives a higher F on the deep priors and a higher MAE and lower
-  S-measure on most priors; Conv-based (the paper's choice) is the default.
+  FC-based region embedding gives a higher F on the deep priors, a lower S-measure on all nine
+  priors and a higher MAE on six; Conv-based (the paper's choice) is the default.
 * **Regions.** "Select the approximate salient / background region according to Y(t)" is done
   softly, as the official code does: the anchor is the average of the region embedding weighted by
   ``Y`` (salient) or ``1 - Y`` (background), so no threshold is needed. In training the weights are
