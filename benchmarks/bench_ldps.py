@@ -107,6 +107,25 @@ def _timed(fn, items):
     return out, (time.perf_counter() - t0) / max(len(items), 1)
 
 
+def _rows(method, res):
+    """Markdown rows of one prior: each result with its change of adaptive F / MAE against the prior
+    scored on the same images."""
+    rows = []
+    for key, e in res.items():
+        base = res[key if key.startswith("prior") else
+                   ("prior" if "images)" not in key else "prior " + key[key.index("("):])]
+        label = f"{method}{key[5:]}" if key.startswith("prior") else f"{method} + {key}"
+        if key.startswith("prior"):
+            delta = ""
+        else:
+            d_f, d_m = e["adpF"] - base["adpF"], e["MAE"] - base["MAE"]
+            delta = f"{d_f:+.3f} / {d_m:+.3f}" + (" (worse)" if d_m > 0 else "")
+        sec = f"{e['s_per_image']:.3f}" if "s_per_image" in e else ""
+        rows.append(f"| {label} | {e['maxF']:.3f} | {e['adpF']:.3f} | {e['MAE']:.3f} | {e['Sm']:.3f} | "
+                    f"{delta} | {sec} |")
+    return rows
+
+
 def _speed(net, network, images, threads):
     """Images per second of LDPS inference at 256 x 256: head only and with the backbone."""
     import torch
@@ -150,6 +169,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="only the first N images of each dataset (a smoke run)")
     ap.add_argument("--no-shipped", action="store_true", help="leave out the shipped model's rows")
+    ap.add_argument("--only-shipped", action="store_true",
+                    help="only the prior and the shipped model's rows (written to ldps_shipped.{md,json})")
     ap.add_argument("--single-n", type=int, default=60,
                     help="ldps_single (the slowest rows) on this many images per dataset, a fixed random subset "
                          "(seed 0), with the prior and crf rows of the same images beside it; 0: leave it out")
@@ -203,6 +224,13 @@ def main(argv=None) -> int:
         rows = []
         for method, pri in priors.items():
             res = {"prior": sod_scores(pri, gts, s_measure=True)}
+            if args.only_shipped:
+                out, s = _timed(lambda f, p: ldps_promote(f, p, shipped), list(zip(feats, pri)))
+                res["ldps (shipped)"] = {**sod_scores(out, gts, s_measure=True), "s_per_image": s}
+                entry["priors"][method] = res
+                rows += _rows(method, res)
+                print(dataset, method, res, flush=True)
+                continue
             crf, s = _timed(lambda im, p: dense_crf(im, p, **crf_kwargs), list(zip(images, pri)))
             res["crf"] = {**sod_scores(crf, gts, s_measure=True), "s_per_image": s}
             t0 = time.perf_counter()
@@ -226,18 +254,7 @@ def main(argv=None) -> int:
                 res[f"ldps_single ({n} images)"] = {**sod_scores(out, sub_gts, s_measure=True), "s_per_image": s}
             entry["priors"][method] = res
             print(dataset, method, {k: {q: round(v, 4) for q, v in e.items()} for k, e in res.items()}, flush=True)
-            for key, e in res.items():
-                base = res[key if key.startswith("prior") else
-                           ("prior" if "images)" not in key else "prior " + key[key.index("("):])]
-                label = f"{method}{key[5:]}" if key.startswith("prior") else f"{method} + {key}"
-                if key.startswith("prior"):
-                    delta = ""
-                else:
-                    d_f, d_m = e["adpF"] - base["adpF"], e["MAE"] - base["MAE"]
-                    delta = f"{d_f:+.3f} / {d_m:+.3f}" + (" (worse)" if d_m > 0 else "")
-                sec = f"{e['s_per_image']:.3f}" if "s_per_image" in e else ""
-                rows.append(f"| {label} | {e['maxF']:.3f} | {e['adpF']:.3f} | {e['MAE']:.3f} | {e['Sm']:.3f} | "
-                            f"{delta} | {sec} |")
+            rows += _rows(method, res)
         data["datasets"][dataset] = entry
         md_tables += [
             f"## {dataset} {split} ({len(stems)} images)",
@@ -249,10 +266,8 @@ def main(argv=None) -> int:
             *rows,
             "",
         ]
-    net_for_speed = shipped
-    if net_for_speed is None:
-        net_for_speed = fit.network
-    speed = _speed(backbone, net_for_speed, images, args.threads)
+    speed = [] if args.only_shipped else _speed(backbone, shipped if shipped is not None else fit.network, images,
+                                                args.threads)
     data["speed_256"] = speed
     data["load_after"] = load_average()
     lines = [
@@ -263,18 +278,25 @@ def main(argv=None) -> int:
         f"load average before {data['load_before']}, after {data['load_after']} (a shared machine).",
         "",
         *md_tables,
-        f"## Inference speed at 256 x 256 ({args.threads} threads)",
-        "",
-        "| batch | images/s, LDPS head on cached taps | images/s, with the EfficientNet-Lite0 taps |",
-        "|---|---|---|",
-        *[f"| {r['batch']} | {r['head_images_per_s']:.1f} | {r['with_backbone_images_per_s']:.1f} |" for r in speed],
-        "",
+        *([f"## Inference speed at 256 x 256 ({args.threads} threads)",
+           "",
+           "| batch | images/s, LDPS head on cached taps | images/s, with the EfficientNet-Lite0 taps |",
+           "|---|---|---|",
+           *[f"| {r['batch']} | {r['head_images_per_s']:.1f} | {r['with_backbone_images_per_s']:.1f} |"
+             for r in speed],
+           ""] if speed else []),
         f"Command: `.venv/bin/python benchmarks/bench_ldps.py --datasets {' '.join(args.datasets)}"
         + (" --ecssd-maps ECSSD_TEST_RUN" if args.ecssd_maps else "") + f" --threads {args.threads}"
-        + (" --no-shipped" if args.no_shipped else "") + f" --single-n {args.single_n}`",
+        + (" --no-shipped" if args.no_shipped else "") + (" --only-shipped" if args.only_shipped else "")
+        + f" --single-n {args.single_n}`",
         "",
     ]
-    write_results("ldps", data, "\n".join(lines))
+    if args.only_shipped:
+        lines[0] = "# LDPS: the shipped model `ldps-duts` on the priors of SOD and ECSSD test"
+        lines[2] = (f"The model shipped in the package (trained self-supervised on DUTS-TR images with u2netp priors; "
+                    f"its card: `pipeline/shipped_models/ldps-duts.md`). CPU, {args.threads} torch threads; load "
+                    f"average before {data['load_before']}, after {data['load_after']}.")
+    write_results("ldps_shipped" if args.only_shipped else "ldps", data, "\n".join(lines))
     return 0
 
 

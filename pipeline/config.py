@@ -158,6 +158,16 @@ def build_params(
         stage_name, key, raw = parse_set_option(text)
         set_value(stage_name, key, raw, "--set")
 
+    # A trainer guided by a prior map (ldps_fit) follows the prior of the stage it trains for
+    # unless its own is set, so `--set ldps.prior=priors --set ldps.model=train` trains on --priors.
+    for name, stage in stages.items():
+        trainer = stages.get(stage.learned.trainer) if stage.learned is not None else None
+        if trainer is None:
+            continue
+        for p in stage.prior_params:
+            if p in trainer.prior_params and p in values[name] and p not in values[trainer.name]:
+                values[trainer.name][p] = values[name][p]
+
     params = {}
     for name, stage in stages.items():
         try:

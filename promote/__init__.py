@@ -3,6 +3,9 @@
 * :func:`dense_crf` — fully connected CRF refinement (the baseline every promoter is judged against).
 * :func:`lps_promote` — LPS (Zeng et al. 2018): nearest-anchor classification in a learned metric
   space, anchors from the prior map, revised iteratively; :func:`train_anchor_network` trains it.
+* :func:`ldps_promote` — LDPS (Chen et al. 2020): a discriminator of deep relations to the confident
+  foreground, trained on priors alone (:func:`train_relation_network`; :func:`ldps_single` fits one
+  image), merged with the prior by confidence.
 
 Plain functions on numpy arrays; no file I/O, no caches, no CLI.
 """
@@ -18,5 +21,8 @@ from promote.lps import (
     train_anchor_network,
 )
 
-__all__ = ["dense_crf", "AnchorNetwork", "LpsTraining", "iterate_prior", "lps_promote",
+from promote.ldps import RelationNetwork, ldps_promote, ldps_single, train_relation_network
+
+__all__ = ["RelationNetwork", "ldps_promote", "ldps_single", "train_relation_network",
+           "dense_crf", "AnchorNetwork", "LpsTraining", "iterate_prior", "lps_promote",
            "nearest_anchor_probability", "region_anchor", "train_anchor_network"]
