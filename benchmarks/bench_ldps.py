@@ -169,6 +169,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="only the first N images of each dataset (a smoke run)")
     ap.add_argument("--no-shipped", action="store_true", help="leave out the shipped model's rows")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only the speed table, with the shipped model (written to ldps_speed.{md,json})")
     ap.add_argument("--only-shipped", action="store_true",
                     help="only the prior and the shipped model's rows (written to ldps_shipped.{md,json})")
     ap.add_argument("--single-n", type=int, default=60,
@@ -205,6 +207,21 @@ def main(argv=None) -> int:
         ref = models.resolve("ldps", "ldps-duts")
         m = ref.load()
         shipped = RelationNetwork.from_state(m.arrays, m.hparams)
+
+    if args.speed_only:
+        images = [read_rgb(image_path("SOD", s)) for s in split_stems("SOD", "test")[:16]]
+        before = load_average()
+        speed = _speed(backbone, shipped, images, args.threads)
+        lines = [f"# LDPS inference speed at 256 x 256 ({args.threads} threads, shipped model, 16 SOD images, "
+                 "best of 3 rounds)", "", f"Load average before {before}, after {load_average()}.", "",
+                 "| batch | images/s, LDPS head on cached taps | images/s, with the EfficientNet-Lite0 taps |",
+                 "|---|---|---|",
+                 *[f"| {r['batch']} | {r['head_images_per_s']:.1f} | {r['with_backbone_images_per_s']:.1f} |"
+                   for r in speed], "",
+                 f"Command: `.venv/bin/python benchmarks/bench_ldps.py --speed-only --threads {args.threads}`", ""]
+        write_results("ldps_speed", {"speed_256": speed, "threads": args.threads, "load_before": before},
+                      "\n".join(lines))
+        return 0
 
     data = {"load_before": load_average(), "datasets": {}, "ldps_fit": fit_kwargs, "crf": crf_kwargs}
     md_tables = []
