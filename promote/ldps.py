@@ -392,7 +392,7 @@ def ldps_promote_batch(features: Sequence[Mapping[str, np.ndarray]], priors: Seq
     out = [p.astype(np.float32) for p in priors]
     for i in range(len(priors)):
         if i not in usable:
-            warnings.warn(f"ldps: the prior has no location above theta_fg = {hp['theta_fg']}: "
+            warnings.warn(f"the prior has no location above theta_fg = {hp['theta_fg']}: "
                           "returned unchanged (no confident foreground to relate to)", stacklevel=2)
     if usable:
         maps = _relation_maps(network, [features[i] for i in usable], np.stack([grids[i] for i in usable]), device)
@@ -605,7 +605,7 @@ def ldps_single(features: Mapping[str, np.ndarray], prior: np.ndarray, *, tap_st
     _check_features(features, network.hparams)
     grid = _resize(prior, network.grid, area=True)
     if not _has_guidance(grid, network.hparams):
-        warnings.warn("ldps_single: the prior has no location above theta_fg or none below theta_abg: "
+        warnings.warn("the prior has no location above theta_fg or none below theta_abg: "
                       "returned unchanged", stacklevel=2)
         return prior.astype(np.float32)
     _fit(network, [features], grid[None], optimizer="sgd", learning_rate=learning_rate, steps_or_epochs=steps, batch_size=1,
