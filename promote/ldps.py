@@ -83,6 +83,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from promote._taps import check_features as _check_features
+from promote._taps import feature_tensors as _feature_tensors
+from promote._taps import resize as _resize
 from superpixels.validation import check_int, check_map
 
 __all__ = [
@@ -310,35 +313,6 @@ class RelationNetwork:
     def grid(self) -> tuple[int, int]:
         side = self.hparams["input_size"] // self.hparams["tap_strides"][0]
         return side, side
-
-
-def _check_features(features: Mapping[str, np.ndarray], hp: Mapping) -> None:
-    for tap, c, s in zip(hp["taps"], hp["tap_channels"], hp["tap_strides"]):
-        if tap not in features:
-            raise ValueError(f"features: expected tap {tap!r} (the model's taps: {', '.join(hp['taps'])}), "
-                             f"got {', '.join(sorted(map(str, features)))}")
-        f = np.asarray(features[tap])
-        want = hp["input_size"] // s
-        if f.ndim != 3 or f.shape[0] != c or f.shape[1:] != (want, want):
-            raise ValueError(f"features[{tap!r}]: expected ({c}, {want}, {want}), got {f.shape}")
-
-
-def _feature_tensors(batch: Sequence[Mapping[str, np.ndarray]], hp: Mapping, flip=None, device="cpu"):
-    torch = _torch()
-    out = []
-    for tap in hp["taps"]:
-        arr = np.stack([np.asarray(f[tap], np.float32) for f in batch])
-        if flip is not None:
-            arr[flip] = arr[flip][..., ::-1]
-        out.append(torch.from_numpy(np.ascontiguousarray(arr)).to(device))
-    return out
-
-
-def _resize(a: np.ndarray, shape: tuple[int, int], area: bool) -> np.ndarray:
-    import cv2
-
-    interp = cv2.INTER_AREA if area else cv2.INTER_LINEAR
-    return cv2.resize(np.asarray(a, np.float32), (shape[1], shape[0]), interpolation=interp)
 
 
 def _prototypes(torch, emb, prior_grid, fg):

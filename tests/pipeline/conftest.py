@@ -19,6 +19,22 @@ def run_stages(names, out, sets=(), **kw):
     return {s.name: s for s in report.stages}, lines, report
 
 
+def square_pool(folder, seed, n=4):
+    """``n`` 40 x 48 images of a bright square (shifted by one row each) on dark noise, with their
+    masks: ``(folder/images, folder/gt)``."""
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True)
+    (folder / "gt").mkdir()
+    for i in range(n):
+        img = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
+        mask = np.zeros((40, 48), bool)
+        mask[10 + i:28 + i, 12:34] = True
+        img[mask] = rng.integers(170, 255, (mask.sum(), 3), dtype=np.uint8)
+        Image.fromarray(img).save(folder / "images" / f"im{i}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(folder / "gt" / f"im{i}.png")
+    return folder / "images", folder / "gt"
+
+
 def write_image(path, arr, **kw):
     Image.fromarray(arr).save(path, **kw)
     return path

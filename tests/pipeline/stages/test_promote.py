@@ -6,20 +6,9 @@ from PIL import Image
 
 from pipeline.config import build_params
 from pipeline.runner import RunOptions, run
+from tests.pipeline.conftest import square_pool
 
-
-def _pool(folder, seed, n=4):
-    rng = np.random.default_rng(seed)
-    (folder / "images").mkdir(parents=True)
-    (folder / "gt").mkdir()
-    for i in range(n):
-        img = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
-        mask = np.zeros((40, 48), bool)
-        mask[10 + i:28 + i, 12:34] = True
-        img[mask] = rng.integers(170, 255, (mask.sum(), 3), dtype=np.uint8)
-        Image.fromarray(img).save(folder / "images" / f"im{i}.png")
-        Image.fromarray((mask * 255).astype(np.uint8)).save(folder / "gt" / f"im{i}.png")
-    return folder / "images", folder / "gt"
+_pool = square_pool
 
 
 def _run(names, out, sets, **kw):

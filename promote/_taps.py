@@ -1,0 +1,43 @@
+"""Backbone taps as the promoters' networks read them: checked against a model, stacked as torch
+tensors, and the map resizing both promoters use. Private to :mod:`promote`."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def check_features(features: Mapping[str, np.ndarray], hp: Mapping) -> None:
+    """Raise a ValueError naming the tap when ``features`` are not the taps a model was built for
+    (``hp``: ``taps``, ``tap_channels``, ``tap_strides``, ``input_size``)."""
+    for tap, c, s in zip(hp["taps"], hp["tap_channels"], hp["tap_strides"]):
+        if tap not in features:
+            raise ValueError(f"features: expected tap {tap!r} (the model's taps: {', '.join(hp['taps'])}), "
+                             f"got {', '.join(sorted(map(str, features)))}")
+        f = np.asarray(features[tap])
+        want = hp["input_size"] // s
+        if f.ndim != 3 or f.shape[0] != c or f.shape[1:] != (want, want):
+            raise ValueError(f"features[{tap!r}]: expected ({c}, {want}, {want}), got {f.shape}")
+
+
+def feature_tensors(batch: Sequence[Mapping[str, np.ndarray]], hp: Mapping, flip=None, device="cpu"):
+    """One float32 ``(B, C, h, w)`` tensor per tap of ``hp["taps"]``; images where ``flip`` is True
+    mirrored left-right."""
+    import torch
+
+    out = []
+    for tap in hp["taps"]:
+        arr = np.stack([np.asarray(f[tap], np.float32) for f in batch])
+        if flip is not None:
+            arr[flip] = arr[flip][..., ::-1]
+        out.append(torch.from_numpy(np.ascontiguousarray(arr)).to(device))
+    return out
+
+
+def resize(a: np.ndarray, shape: tuple[int, int], area: bool) -> np.ndarray:
+    """``a`` resized to ``shape`` (area averaging to shrink a map onto a grid, bilinear to enlarge)."""
+    import cv2
+
+    interp = cv2.INTER_AREA if area else cv2.INTER_LINEAR
+    return cv2.resize(np.asarray(a, np.float32), (shape[1], shape[0]), interpolation=interp)
