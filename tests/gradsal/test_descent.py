@@ -22,7 +22,7 @@ def test_cost_of_eq1_decreases_on_chelsea_with_default_parameters(backbone):
     diff, label, cost = gradient_descent(data.chelsea(), backbone, steps=10, **_defaults())
     assert label in CAT_CLASSES                       # line 1: the object is recognised
     assert cost.shape == (11,)
-    assert cost[0] == pytest.approx(cost[0])          # finite
+    assert np.isfinite(cost).all()                    # every step's cost is a number
     assert cost[-1] < cost[0]                         # F(X(T)|l) < F(X(0)|l)
     assert cost[1:].min() < cost[0]
     size = _defaults()["input_size"]

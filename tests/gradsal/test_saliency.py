@@ -42,6 +42,19 @@ def test_cat_is_more_salient_than_the_corners(result):
     assert centre > border
 
 
+def test_the_dcnn_map_follows_the_cat_off_centre(backbone):
+    # The cat on the left half of the canvas, flat gray on the right. Any centre prior is symmetric
+    # about the middle column, so it gives both halves the same mass (ratio 1); the gradient map
+    # (before any low-level prior) must put clearly more on the cat's half.
+    cat = data.chelsea()[::2, ::2]
+    canvas = np.full((cat.shape[0], 2 * cat.shape[1], 3), 128, np.uint8)
+    canvas[:, :cat.shape[1]] = cat
+    res = saliency(canvas, backbone, steps=5)
+    assert res.label in {281, 282, 283, 284, 285}
+    half = cat.shape[1]
+    assert res.raw[:, :half].mean() > 1.5 * res.raw[:, half:].mean()
+
+
 def test_result_is_frozen(result):
     _, res = result
     with pytest.raises(AttributeError):
