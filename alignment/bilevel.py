@@ -370,11 +370,14 @@ def _membership(labels, n, boxes, name):
             or (boxes[:, 3] > h).any() or (boxes[:, 2] <= boxes[:, 0]).any() \
             or (boxes[:, 3] <= boxes[:, 1]).any():
         raise ValueError(f"{name}: boxes must be non-empty (col0, row0, col1, row1) inside {h}x{w}")
-    cen = region_centroid(np.ascontiguousarray(labels, dtype=np.int32), n)  # (n, 2) row, col
-    # superpixel u is in proposal k when its centroid lies inside box k
+    lab = np.ascontiguousarray(labels, dtype=np.int32)
+    cen = region_centroid(lab, n)  # (n, 2) row, col
+    # superpixel u is in proposal k when its centroid lies inside box k; a superpixel with no pixel
+    # in this label map (one lost when the map was resampled) has no centroid and is in no box
+    present = np.bincount(lab.ravel(), minlength=n)[:n] > 0
     r, c = cen[None, :, 0], cen[None, :, 1]
     inside = ((c >= boxes[:, 0:1]) & (c < boxes[:, 2:3]) & (r >= boxes[:, 1:2]) & (r < boxes[:, 3:4]))
-    return inside.astype(np.float64)  # (V, n)
+    return (inside & present[None, :]).astype(np.float64)  # (V, n)
 
 
 def _edge_topk(ci, cost_e, n_rows, k):

@@ -218,7 +218,7 @@ register(Stage(name="dense_sift", version="1", inputs=("pool",), params=DenseSif
 register(Stage(name="siftflow", version="2", inputs=("dense_sift",), params=SiftFlowParams,
                granularity="pair", func=run_siftflow, method=sift_flow, pairs_from="neighbours",
                doc="SIFT-Flow from target to neighbour: vx, vy (int16), mean L2 matching cost"))
-register(Stage(name="alignment", version="1",
+register(Stage(name="alignment", version="2",
                inputs=("pool", "slic", "proposals", "dense_sift", "siftflow"),
                params=AlignmentParams, granularity="pair", func=run_alignment, method=bilevel_alignment,
                pairs_from="neighbours",

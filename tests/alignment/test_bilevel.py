@@ -178,3 +178,17 @@ def test_object_weight_trades_the_superpixel_distance_for_the_object_term():
     for bad in (-1.0, np.nan, np.inf):
         with pytest.raises(ValueError, match="object_weight must be finite and >= 0"):
             bilevel_alignment(lab, lab, _boxes(), _boxes(), z, z, fa, fb, object_weight=bad)
+
+
+def test_a_superpixel_missing_from_the_label_map_is_in_no_proposal():
+    # Label 2 has no pixel (lost when a label map is resampled): its centroid is undefined and it
+    # must not count as inside a box that touches the top-left corner.
+    from alignment.bilevel import _membership
+
+    labels = np.zeros((8, 8), np.int32)
+    labels[:, 4:] = 1
+    labels[6:, :] = 3
+    boxes = np.array([[0, 0, 4, 4], [4, 0, 8, 6]])
+    m = _membership(labels, 4, boxes, "boxes")
+    np.testing.assert_array_equal(m[:, 2], [0, 0])
+    assert m[0, 0] == 1 and m[1, 1] == 1 and m[0, 3] == 0  # the present ones by their centroids
