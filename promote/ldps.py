@@ -41,7 +41,9 @@ Decisions the paper leaves open, or that this machine forces
   2 runs the ASPP on that map averaged over 2 x 2 cells, upsamples its output bilinearly and adds
   it to the fused map, so the fine taps' detail stays at half resolution. A training step costs
   2.6x less with 2 (0.18 s against 0.46 s per image, batch 8, one thread, measured back to back),
-  which is what lets the shipped model train on 3000 images on two CPU cores.
+  which is what lets the shipped model train on 3000 images on two CPU cores. On ECSSD train (500
+  images, u2netp priors, pool mode, the defaults otherwise) the two give the same maps within noise:
+  adaptive F 0.9127 / MAE 0.0406 with 1 (190 s of training) against 0.9124 / 0.0408 with 2 (129 s).
 * **Discriminator.** "Five convolutional layers" with a sigmoid output; widths are not given. Five
   1 x 1 convolutions 64 -> 32 -> 32 -> 32 -> 32 -> 1 with PReLU between (the input is the
   64-channel pair). The first layer is split as ``W_a F_fg + W_b f_i`` so the prototype's half is
