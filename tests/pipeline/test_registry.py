@@ -147,6 +147,7 @@ def test_all_inputs_adds_priors_pairs_and_the_trainer_once():
 
 
 def test_register_replace_alias_and_get(monkeypatch):
+    registry.all_stages()  # load the built-in stages first, or they would land in the copy only
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(registry, "ALIASES", dict(registry.ALIASES))
     st = registry.register(_stage(name="t_reg"))
@@ -204,3 +205,30 @@ def test_topological_order_puts_dependencies_first_once(monkeypatch):
     with pytest.raises(ValueError) as err:
         registry.topological_order(["o_e"], {})
     assert str(err.value) == "stage dependency cycle: o_e -> o_f -> o_g -> o_e"
+
+
+def test_checks_of_a_params_class_declared_at_run_time():
+    # P above is built when this module is imported; a Params class built later must be checked the
+    # same way (plugins declare theirs when they are loaded).
+    @dataclasses.dataclass(frozen=True)
+    class Q:
+        k: int = param(2, ge=0, le=5)
+        mode: str = param("x", choices=("x", "y"))
+
+    st = _stage(params=Q)
+    assert param_problems(st, Q()) == []
+    assert param_problems(st, Q(k=-1, mode="z")) == [
+        "t.k = -1: expected a number >= 0, got -1",
+        "t.mode = 'z': expected one of 'x', 'y', got 'z'",
+    ]
+    assert param_problems(st, Q(k=6)) == ["t.k = 6: expected a number <= 5, got 6"]
+
+
+def test_an_unknown_stage_lists_the_known_ones(monkeypatch):
+    monkeypatch.setattr(registry, "_loaded", True)
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    registry.register(_stage(name="beta"))
+    registry.register(_stage(name="alpha"))
+    with pytest.raises(KeyError) as err:
+        registry.get("gamma")
+    assert err.value.args[0] == "unknown stage 'gamma'; known stages: alpha, beta"

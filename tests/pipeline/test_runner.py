@@ -209,3 +209,52 @@ def test_each_batched_result_belongs_to_its_own_item(tiny_pool, tmp_path):
             got = np.asarray(Image.open(out / "test_batch" / f"img{i}.png"))
             assert got.shape == image.shape[:2], (jobs, i)
             np.testing.assert_array_equal(got, image[..., 1], err_msg=f"jobs={jobs} img{i}")
+
+
+def test_a_failure_leaves_its_traceback_in_the_error_log(tiny_pool, tmp_path):
+    _run(["test_slow"], tiny_pool, tmp_path / "out", sets=["test_slow.fail_on=24"])
+    log = (tmp_path / "out" / "errors.log").read_text()
+    assert log.startswith("--- test_slow img1\nTraceback (most recent call last):")
+    assert "ValueError: refusing images of height 24" in log
+
+
+def test_when_every_item_fails_the_report_says_why(tmp_path):
+    from PIL import Image
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    Image.fromarray(np.zeros((24, 10, 3), np.uint8)).save(pool / "only.png")
+    _, _, report = _run(["test_slow"], pool, tmp_path / "out", sets=["test_slow.fail_on=24"])
+    assert not report.succeeded
+    assert report.failure_reason() == "nothing could be done: test_slow: 1 failed of 1"
+
+
+def test_the_report_table_has_one_aligned_row_per_stage(tiny_pool, tmp_path):
+    _, _, report = _run(["test_mean"], tiny_pool, tmp_path / "out")
+    lines = report.table().splitlines()
+    assert lines[0].split() == ["stage", "items", "computed", "cached", "failed", "skipped", "seconds"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert [line.split()[:3] for line in lines[2:]] == [["pool", "4", "4"], ["test_mean", "4", "4"]]
+    assert len({len(line) for line in lines}) == 1
+
+
+def test_a_cached_run_leaves_up_to_date_map_pngs_untouched(tiny_pool, tmp_path):
+    import os
+
+    out = tmp_path / "out"
+    _run(["test_mean"], tiny_pool, out)
+    png = out / "test_mean" / "img0.png"
+    os.utime(png, ns=(0, 0))  # a rewrite would give it a new modification time
+    _run(["test_mean"], tiny_pool, out)
+    assert png.stat().st_mtime_ns == 0
+
+
+def test_bad_run_options_and_cycles_are_clear_errors(tiny_pool, tmp_path):
+    with pytest.raises(RunError) as err:
+        _run(["test_mean"], tiny_pool, tmp_path / "out", scheduler="threads")
+    assert str(err.value) == "--scheduler: expected 'loky' or 'dask://HOST:PORT', got 'threads'"
+    with pytest.raises(RunError, match=r"^gt folder \S+ does not exist$"):
+        _run(["test_mean"], tiny_pool, tmp_path / "out", gt=tmp_path / "no_gt")
+    with pytest.raises(RunError) as err:
+        _run(["test_promote"], tiny_pool, tmp_path / "out", sets=["test_promote.prior=test_promote"])
+    assert str(err.value) == "stage dependency cycle: test_promote -> test_promote"

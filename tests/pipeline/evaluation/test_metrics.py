@@ -180,3 +180,68 @@ def test_float_maps_equal_their_png_quantisation():
     a = evaluate_methods({"m": {"x": fmap}}, {"x": gt}).pooled["m"]
     b = evaluate_methods({"m": {"x": np.round(fmap * 255).astype(np.uint8)}}, {"x": gt}).pooled["m"]
     assert a == b
+
+
+def _square(shape=(8, 8)):
+    gt = np.zeros(shape, np.uint8)
+    gt[2:6, 2:6] = 255
+    return gt
+
+
+def test_auc_of_a_one_class_mask_is_undefined_without_a_numpy_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a 0/0 division would warn: the undefined case is decided first
+        assert np.isnan(AUC.cal_auc(np.array([[10, 20]], np.uint8), np.zeros((1, 2), bool)))
+        assert np.isnan(AUC.cal_auc(np.array([[10, 20]], np.uint8), np.ones((1, 2), bool)))
+
+
+def test_to_dict_lists_the_256_thresholds():
+    gt = _square()
+    d = evaluate_methods({"m": {"a": gt}}, {"a": gt}).to_dict()
+    assert d["thresholds"] == list(range(256))
+    assert len(d["methods"]["m"]["curves"]["fmeasure"]) == 256
+
+
+def test_folders_with_the_same_name_are_told_apart(tmp_path):
+    import cv2
+
+    gt = _square()
+    folders = []
+    for parent in ("a", "b"):
+        folder = tmp_path / parent / "maps"
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "x.png"), gt)
+        folders.append(folder)
+    res = evaluate_methods(folders + [folders[1]], {"x": gt}, log=False)
+    assert res.methods == ("maps", "b/maps", "b/maps#2")
+
+
+def test_a_resized_map_is_reported_under_its_method():
+    gt = _square((8, 8))
+    res = evaluate_methods({"m": {"x": _square((4, 4))}}, {"x": gt}, log=False)
+    assert res.methods == ("m",)
+    assert res.notices == ("m: 1 map(s) differ in size from their mask; resized to the mask size "
+                           "(bilinear): x",)
+
+
+def test_missing_and_extra_maps_are_each_one_notice_line():
+    gt = _square()
+    gts = {s: gt for s in ("a", "b", "c")}
+    maps = {s: gt for s in ("a", "e1", "e2", "e3", "e4", "e5")}
+    res = evaluate_methods({"m": maps}, gts, log=False)
+    assert res.notices == (
+        "m: 2 of 3 GT images have no map; scored on the 1 in common (missing: b, c)",
+        "m: 5 map(s) have no GT mask and are ignored: e1, e2, e3 (+2 more)",
+    )
+
+
+def test_no_mask_to_score_against_is_said():
+    gt = _square()
+    res = evaluate_methods({"m": {"a": gt}}, {"a": gt}, stems=["zz"], log=False)
+    assert res.methods == ()
+    assert "gt: no ground-truth mask to score against" in res.notices
+
+
+def test_a_ground_truth_of_the_wrong_type_is_named_in_the_error():
+    with pytest.raises(TypeError, match=r"^ground-truth: expected a folder path or a Mapping"):
+        evaluate_methods({"m": {}}, 3)
