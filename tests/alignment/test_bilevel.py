@@ -192,3 +192,40 @@ def test_a_superpixel_missing_from_the_label_map_is_in_no_proposal():
     m = _membership(labels, 4, boxes, "boxes")
     np.testing.assert_array_equal(m[:, 2], [0, 0])
     assert m[0, 0] == 1 and m[1, 1] == 1 and m[0, 3] == 0  # the present ones by their centroids
+
+
+def test_a_bad_label_map_is_named_in_the_error():
+    lab = _grid()
+    z = np.zeros((32, 32))
+    f = np.zeros((32, 32, 2), np.float32)
+    b = _boxes()
+    with pytest.raises(ValueError, match=r"^labels_a: expected integer labels, got dtype float64$"):
+        bilevel_alignment(lab.astype(float), lab, b, b, z, z, f, f)
+    with pytest.raises(ValueError, match=r"^labels_b: labels must be >= 0$"):
+        bilevel_alignment(lab, lab - 1, b, b, z, z, f, f)
+
+
+def test_the_last_objective_is_eq1_of_the_returned_alignment():
+    # At K = 1 the assignments are binary: Eq. 1 is then the sum of the distances of the returned
+    # superpixel matches plus those of the returned proposal matches.
+    la = _grid(32, 40)
+    lb = np.roll(la, 8, axis=1)
+    rng = np.random.default_rng(5)
+    fa = rng.random((32, 40, 3)).astype(np.float32)
+    fb = rng.random((32, 40, 3)).astype(np.float32)
+    vx, vy = rng.normal(0, 4, (32, 40)), rng.normal(0, 4, (32, 40))
+    boxes = np.array([[0, 0, 20, 16], [8, 8, 32, 32], [0, 0, 40, 32]], np.int32)
+    r = bilevel_alignment(la, lb, boxes, boxes, vx, vy, fa, fb)
+    assert r.k_schedule[-1] == 1
+    sd = r.superpixel_distance[np.isfinite(r.superpixel_distance)]
+    assert r.proposal_distance.sum() > 0  # the proposal term is not zero here
+    assert r.objective[-1] == pytest.approx(sd.sum() + r.proposal_distance.sum(), rel=1e-9)
+
+
+def test_superpixel_distance_says_which_feature_shape_it_expected():
+    lab = _grid()
+    z = np.zeros((32, 32))
+    f = np.zeros((32, 32, 2), np.float32)
+    with pytest.raises(ValueError) as err:
+        superpixel_distance(lab, lab, z, z, f, f[:, :, :1])
+    assert str(err.value) == "features_b: expected shape (32, 32, 2), got (32, 32, 1)"

@@ -268,3 +268,43 @@ def test_bp_finds_the_minimum_of_a_tiny_grid_with_vertical_neighbours(seed):
         for lab in itertools.product(range(3), repeat=8)
     )
     assert energy[-1] == pytest.approx(best)
+
+
+@pytest.mark.parametrize("forward", [True, False])
+def test_a_sweep_sends_down_into_slot_2_and_up_into_slot_3(forward):
+    # Two pixels in a column; the sender's range term is the only non-zero input. A forward sweep
+    # sends down (arriving "from above", slot 2), a backward sweep sends up ("from below", slot 3).
+    n_lab, s, d = 3, np.float32(1.0), np.float32(100.0)
+    hh, wd = 2, 1
+    sender, receiver, slot = (0, 1, 2) if forward else (1, 0, 3)
+    layer = lambda: (np.zeros((hh, wd, 4, n_lab), np.float32), np.zeros((hh, wd, n_lab), np.float32),
+                     np.zeros((hh, wd, n_lab), np.float32), np.zeros((hh, wd), np.int32))
+    Sk, Mk, Rk, Xk = layer()
+    So, Mo, Ro, Xo = layer()
+    Rk[sender, 0] = [0.0, 5.0, 9.0]
+    D = np.zeros((hh, wd, n_lab, n_lab), np.float32)
+    off = np.zeros((hh, wd), np.int32)
+    base, h = np.zeros(n_lab, np.float32), np.zeros(n_lab, np.float32)
+    k._sweep(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, 0, forward, False, s, d, _cone(n_lab, s), base, h)
+    np.testing.assert_allclose(Sk[receiver, 0, slot], [0.0, 1.0, 2.0])
+    Sk[receiver, 0, slot] = 0
+    assert not Sk.any()  # nothing else written
+
+
+def test_a_dual_sweep_labels_the_other_layer_by_its_whole_belief():
+    # One pixel; the other layer's belief is R + its four spatial messages + the dual message.
+    # R alone picks label 2, R + slot 0 label 0, R + slot 0 + slot 3 label 1.
+    n_lab, s, d = 3, np.float32(1.0), np.float32(100.0)
+    z = lambda *shape: np.zeros(shape, np.float32)
+    Sk, Mk, Rk, Xk = z(1, 1, 4, n_lab), z(1, 1, n_lab), z(1, 1, n_lab), np.zeros((1, 1), np.int32)
+    So, Mo, Ro, Xo = z(1, 1, 4, n_lab), z(1, 1, n_lab), z(1, 1, n_lab), np.zeros((1, 1), np.int32)
+    Ro[0, 0] = [3.0, 4.0, 0.0]
+    So[0, 0, 0] = [0.0, 1.0, 6.0]
+    So[0, 0, 3] = [6.0, 0.0, 1.0]
+    D = z(1, 1, n_lab, n_lab)  # a zero data term: the dual message is zero
+    for forward in (True, False):
+        for layer in (0, 1):
+            Xo[0, 0] = -1
+            k._sweep(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, np.zeros((1, 1), np.int32), layer, forward, True,
+                     s, d, _cone(n_lab, s), z(n_lab), z(n_lab))
+            assert Xo[0, 0] == 1  # beliefs 9, 5, 7

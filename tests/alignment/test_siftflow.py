@@ -186,3 +186,26 @@ def test_recorded_energy_is_eq3_with_the_reference_weights(astronaut):
     explicit = sift_flow(da, db, n_levels=2, n_top_iterations=8, n_iterations=8, alpha=510.0, d=10200.0,
                          gamma=1.275)
     np.testing.assert_array_equal(explicit.energy, res.energy)
+
+
+def test_a_call_without_options_uses_the_documented_defaults():
+    # Large enough (top level 20 x 22) that the coarsest search window, +-top_window, does not
+    # already cover the whole top level: a different radius there gives a different energy.
+    img = transform.resize(data.astronaut(), (160, 176), anti_aliasing=True)
+    img = np.round(img * 255).astype(np.uint8)
+    a, b = dense_sift(img), dense_sift(np.roll(img, 24, axis=1))
+    implicit = sift_flow(a, b)
+    explicit = sift_flow(a, b, alpha=2 * 255, d=40 * 255, gamma=0.005 * 255, n_levels=4, window=2,
+                         top_window=10, n_top_iterations=60, n_iterations=30)
+    for e_implicit, e_explicit in zip(implicit.energy_levels, explicit.energy_levels, strict=True):
+        np.testing.assert_array_equal(e_implicit, e_explicit)
+    np.testing.assert_array_equal(implicit.vx, explicit.vx)
+    np.testing.assert_array_equal(implicit.vy, explicit.vy)
+
+
+def test_the_size_check_names_the_smallest_image_side():
+    a = np.zeros((255, 300, 128), np.uint8)
+    b = np.zeros((300, 300, 128), np.uint8)
+    with pytest.raises(ValueError) as err:
+        sift_flow(a, b, n_levels=9)
+    assert str(err.value) == "images of side 255 are too small for n_levels=9 (need at least 256 pixels per side)"

@@ -164,3 +164,14 @@ def test_bumping_a_stage_version_recomputes_it_and_its_dependants(tiny_pool, tmp
     after, _, _ = run_stages(names, out, pool=tiny_pool)
     computed = {n: s.computed for n, s in after.items()}
     assert computed == {"pool": 0, "test_mean": 4, "test_after": 4, "test_count": 1, "test_slow": 0}
+
+
+def test_load_never_unpickles_an_artifact(tmp_path):
+    # A cache file is data, not code: one holding a pickled object array (written by something
+    # else than Cache.save) is refused instead of being unpickled.
+    cache = Cache(tmp_path)
+    path = cache.path("st", "k")
+    path.parent.mkdir(parents=True)
+    np.savez(path, o=np.array([{"a": 1}, 2], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        cache.load("st", "k")

@@ -385,3 +385,22 @@ def test_demo_pool_writes_the_packaged_images_and_keeps_existing_files(tmp_path,
     assert np.array_equal(np.asarray(Image.open(folder / "stereo_motorcycle.png")), left)
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in written)
     assert write_demo_pool(tmp_path / "new" / "deeper")[0].exists()
+
+
+def test_a_lab_image_is_converted_to_rgb(tmp_path):
+    lab = Image.new("LAB", (2, 1))
+    lab.putpixel((0, 0), (255, 128, 128))  # L = 100, a = b = 0: white
+    lab.putpixel((1, 0), (0, 128, 128))  # L = 0: black
+    lab.save(tmp_path / "lab.tif")
+    out = load_image(tmp_path / "lab.tif").astype(int)
+    assert np.abs(out[0, 0] - 255).max() <= 2 and np.abs(out[0, 1]).max() <= 2
+
+
+def test_partial_alpha_is_composited_over_white_in_proportion():
+    rgba = np.array([[[0, 0, 0, 255], [0, 0, 0, 0], [0, 0, 0, 51], [255, 0, 0, 51], [100, 100, 100, 100]]],
+                    np.uint8)
+    out, notes = to_rgb_uint8(rgba)
+    # alpha 51 / 255 = 0.2: 20% of the colour, 80% of the white background;
+    # grey 100 at alpha 100 / 255: 100 * 100 / 255 + 255 * 155 / 255 = 194.2
+    assert out.tolist() == [[[0, 0, 0], [255, 255, 255], [204, 204, 204], [255, 204, 204], [194, 194, 194]]]
+    assert notes == ["alpha composited over white"]
