@@ -59,7 +59,8 @@ Decisions the paper leaves open, or that this machine forces
   SGD with a polynomial learning rate; official code: momentum 0.9, weight decay 0.005, power 0.9),
   initial learning rate 0.05 and 3 epochs. The paper's 5e-3 for the non-backbone layers is meant
   for 20k iterations; in the 200 steps of 6 epochs over 300 images it left the training loss at 0.67
-  (log 2 = 0.69). On ECSSD train (as above) SGD at 0.05 gives adaptive F 0.900 / MAE 0.0411 and
+  (log 2 = 0.69; measured with PyTorch's default initialisation, before He initialisation was added,
+  and not measured again). On ECSSD train (as above) SGD at 0.05 gives adaptive F 0.900 / MAE 0.0411 and
   Adam at 1e-3 0.898 / 0.0415 (both class-balanced), so SGD at 0.05 is the default. Single-image mode: SGD at
   lr 0.2 for 10 steps from a seeded initialisation (the paper's DenseCRF comparison).
 * **Images without guidance.** Training skips an image whose prior has no FG location or no ABG
