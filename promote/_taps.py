@@ -41,3 +41,20 @@ def resize(a: np.ndarray, shape: tuple[int, int], area: bool) -> np.ndarray:
 
     interp = cv2.INTER_AREA if area else cv2.INTER_LINEAR
     return cv2.resize(np.asarray(a, np.float32), (shape[1], shape[0]), interpolation=interp)
+
+
+def module_arrays(module) -> dict[str, np.ndarray]:
+    """A torch module's state as float32 numpy arrays (for a pickle-free model file)."""
+    return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
+
+
+def load_arrays(module, arrays: Mapping[str, np.ndarray]) -> None:
+    """Load :func:`module_arrays` back into a module of the same layout (strict) and set it to eval."""
+    import torch
+
+    module.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items()}, strict=True)
+    module.eval()
+
+
+def n_parameters(module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))

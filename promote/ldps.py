@@ -86,6 +86,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from promote import _taps
 from promote._taps import check_features as _check_features
 from promote._taps import feature_tensors as _feature_tensors
 from promote._taps import resize as _resize
@@ -295,22 +296,20 @@ class RelationNetwork:
     @classmethod
     def from_state(cls, arrays: Mapping[str, np.ndarray], hparams: Mapping) -> "RelationNetwork":
         """Rebuild from :meth:`state_arrays` and :attr:`hparams` (a model file's content)."""
-        torch = _torch()
         hp = dict(hparams)
         net = cls.create(taps=hp["taps"], tap_channels=hp["tap_channels"], tap_strides=hp["tap_strides"],
                          channels=hp["channels"], hidden=hp["hidden"], aspp_stride=hp.get("aspp_stride", 1),
                          input_size=hp["input_size"],
                          theta_fg=hp["theta_fg"], theta_afg=hp["theta_afg"], theta_abg=hp["theta_abg"])
-        net.module.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items()},
-                                   strict=True)
-        net.module.eval()
+        _taps.load_arrays(net.module, arrays)
         return net
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.module.state_dict().items()}
+        """The network's parameters as float32 numpy arrays (for a pickle-free model file)."""
+        return _taps.module_arrays(self.module)
 
     def n_parameters(self) -> int:
-        return int(sum(p.numel() for p in self.module.parameters()))
+        return _taps.n_parameters(self.module)
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -113,6 +113,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from promote import _taps
 from promote._taps import check_features as _check_features
 from promote._taps import feature_tensors as _feature_tensors
 from promote._taps import resize as _resize
@@ -347,23 +348,20 @@ class AnchorNetwork:
     @classmethod
     def from_state(cls, arrays: Mapping[str, np.ndarray], hparams: Mapping) -> "AnchorNetwork":
         """Rebuild from :meth:`state_arrays` and :attr:`hparams` (a model file's content)."""
-        torch = _torch()
         hp = dict(hparams)
         net = cls.create(taps=hp["taps"], tap_channels=hp["tap_channels"], tap_strides=hp["tap_strides"],
                          channels=hp["channels"], dim=hp["dim"], region_embedding=hp["region_embedding"],
                          input_size=hp.get("input_size", 224), grid_stride=hp.get("grid_stride", GRID_STRIDE),
                          head_kernel=hp.get("head_kernel", 1))
-        state = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items()}
-        net.module.load_state_dict(state, strict=True)
-        net.module.eval()
+        _taps.load_arrays(net.module, arrays)
         return net
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The network's parameters as float32 numpy arrays (for a pickle-free model file)."""
-        return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.module.state_dict().items()}
+        return _taps.module_arrays(self.module)
 
     def n_parameters(self) -> int:
-        return int(sum(p.numel() for p in self.module.parameters()))
+        return _taps.n_parameters(self.module)
 
 
 def _grid_shape(hp: Mapping) -> tuple[int, int]:
