@@ -58,3 +58,15 @@ def load_arrays(module, arrays: Mapping[str, np.ndarray]) -> None:
 
 def n_parameters(module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
+
+
+class ArraysModel:
+    """Mixin of the promoters' network records (``module``, ``hparams``): the model-file arrays
+    and the parameter count."""
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The network's parameters as float32 numpy arrays (for a pickle-free model file)."""
+        return module_arrays(self.module)
+
+    def n_parameters(self) -> int:
+        return n_parameters(self.module)

@@ -257,7 +257,7 @@ def _build_network(tap_channels: Sequence[int], channels: int, hidden: int, aspp
 
 
 @dataclass
-class RelationNetwork:
+class RelationNetwork(_taps.ArraysModel):
     """The LDPS extractor head and discriminator, and their hyper-parameters (plain arrays, no pickle).
 
     Attributes
@@ -303,13 +303,6 @@ class RelationNetwork:
                          theta_fg=hp["theta_fg"], theta_afg=hp["theta_afg"], theta_abg=hp["theta_abg"])
         _taps.load_arrays(net.module, arrays)
         return net
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """The network's parameters as float32 numpy arrays (for a pickle-free model file)."""
-        return _taps.module_arrays(self.module)
-
-    def n_parameters(self) -> int:
-        return _taps.n_parameters(self.module)
 
     @property
     def grid(self) -> tuple[int, int]:

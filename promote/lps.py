@@ -311,7 +311,7 @@ def _build_network(taps: Sequence[str], tap_channels: Sequence[int], tap_strides
 
 
 @dataclass
-class AnchorNetwork:
+class AnchorNetwork(_taps.ArraysModel):
     """A trained LPS anchor network and its hyper-parameters (rebuilt from plain arrays, no pickle).
 
     Attributes
@@ -355,13 +355,6 @@ class AnchorNetwork:
                          head_kernel=hp.get("head_kernel", 1))
         _taps.load_arrays(net.module, arrays)
         return net
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """The network's parameters as float32 numpy arrays (for a pickle-free model file)."""
-        return _taps.module_arrays(self.module)
-
-    def n_parameters(self) -> int:
-        return _taps.n_parameters(self.module)
 
 
 def _grid_shape(hp: Mapping) -> tuple[int, int]:

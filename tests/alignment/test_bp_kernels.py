@@ -200,18 +200,24 @@ def test_bp_labels_are_belief_minima_and_energy_is_recorded_per_iteration():
         assert energy[-1] <= _ref_energy(D, R, ox, oy, s, d, np.full_like(X, c)) + 1e-3
 
 
-def test_bp_finds_the_minimum_of_a_tiny_problem():
-    # 1 x 3 pixels, 3 x 3 labels each: 729 labellings, enumerated.
-    D, R, ox, oy, w = _problem(5, hh=1, wd=3)
+def _bp_and_enumerated_minimum(seed, hh, wd):
+    """BP's final energy and the minimum over every labelling (3 x 3 labels per pixel)."""
+    D, R, ox, oy, w = _problem(seed, hh=hh, wd=wd)
     s, d = 6.0, 10.0
-    X = np.zeros((2, 1, 3), np.int32)
+    X = np.zeros((2, hh, wd), np.int32)
     energy = np.zeros(16)
     k.bp_level(D, R, ox, oy, w, s, d, 16, X, energy)
     best = min(
-        _ref_energy(D, R, ox, oy, s, d, np.array(lab, np.int32).reshape(2, 1, 3))
-        for lab in itertools.product(range(3), repeat=6)
+        _ref_energy(D, R, ox, oy, s, d, np.array(lab, np.int32).reshape(2, hh, wd))
+        for lab in itertools.product(range(3), repeat=2 * hh * wd)
     )
-    assert energy[-1] == pytest.approx(best)
+    return energy[-1], best
+
+
+def test_bp_finds_the_minimum_of_a_tiny_problem():
+    # 1 x 3 pixels, 3 x 3 labels each: 729 labellings, enumerated.
+    found, best = _bp_and_enumerated_minimum(5, 1, 3)
+    assert found == pytest.approx(best)
 
 
 def test_zero_iterations_take_the_labels_of_the_initial_dual_messages():
@@ -258,16 +264,8 @@ def test_match_cost_is_the_l2_distance_at_the_clamped_target():
 @pytest.mark.parametrize("seed", [5, 6])
 def test_bp_finds_the_minimum_of_a_tiny_grid_with_vertical_neighbours(seed):
     # 2 x 2 pixels (messages in all four directions), 3 x 3 labels each: 6561 labellings.
-    D, R, ox, oy, w = _problem(seed, hh=2, wd=2)
-    s, d = 6.0, 10.0
-    X = np.zeros((2, 2, 2), np.int32)
-    energy = np.zeros(16)
-    k.bp_level(D, R, ox, oy, w, s, d, 16, X, energy)
-    best = min(
-        _ref_energy(D, R, ox, oy, s, d, np.array(lab, np.int32).reshape(2, 2, 2))
-        for lab in itertools.product(range(3), repeat=8)
-    )
-    assert energy[-1] == pytest.approx(best)
+    found, best = _bp_and_enumerated_minimum(seed, 2, 2)
+    assert found == pytest.approx(best)
 
 
 @pytest.mark.parametrize("forward", [True, False])
