@@ -42,16 +42,17 @@ Decisions the paper leaves open, or that this machine forces
   it to the fused map, so the fine taps' detail stays at half resolution. A training step costs
   2.6x less with 2 (0.18 s against 0.46 s per image, batch 8, one thread, measured back to back),
   which is what lets the shipped model train on 3000 images on two CPU cores. On ECSSD train (500
-  images, u2netp priors, pool mode, the defaults otherwise) the two give the same maps within noise:
-  adaptive F 0.9127 / MAE 0.0406 with 1 (190 s of training) against 0.9124 / 0.0408 with 2 (129 s).
+  images, u2netp priors, pool mode; ``benchmarks/results/tune_ldps.md``) the two give the same maps
+  within noise: adaptive F 0.9125 / MAE 0.0406 with 1 (98 s of training) against 0.9123 / 0.0408
+  with 2 (54 s).
 * **Discriminator.** "Five convolutional layers" with a sigmoid output; widths are not given. Five
   1 x 1 convolutions 64 -> 32 -> 32 -> 32 -> 32 -> 1 with PReLU between (the input is the
   64-channel pair). The first layer is split as ``W_a F_fg + W_b f_i`` so the prototype's half is
   computed once per image instead of at every location (the same function).
 * **Loss.** Mean BCE over all AFG and ABG locations together, as the official code's masked BCE
   (``class_balance=True`` averages the two classes separately instead). Measured on ECSSD train
-  (500 images, u2netp priors, pool mode, SGD lr 0.05, 3 epochs): unweighted gives adaptive F
-  0.912 / MAE 0.0408 against 0.900 / 0.0411 balanced (prior: 0.904 / 0.0413).
+  (500 images, u2netp priors, pool mode; ``benchmarks/tune_ldps.py``): unweighted gives adaptive F
+  0.9123 / MAE 0.0408 against 0.8996 / 0.0411 balanced (prior: 0.9039 / 0.0413).
 * **Step size.** Every step's gradient norm is clipped to 1: without batch normalisation the paper's
   single-image learning rate of 0.2 diverges to NaN on raw taps (measured on the synthetic test
   images), and clipping keeps the paper's learning rates usable.
@@ -60,8 +61,8 @@ Decisions the paper leaves open, or that this machine forces
   initial learning rate 0.05 and 3 epochs. The paper's 5e-3 for the non-backbone layers is meant
   for 20k iterations; in the 200 steps of 6 epochs over 300 images it left the training loss at 0.67
   (log 2 = 0.69; measured with PyTorch's default initialisation, before He initialisation was added,
-  and not measured again). On ECSSD train (as above) SGD at 0.05 gives adaptive F 0.900 / MAE 0.0411 and
-  Adam at 1e-3 0.898 / 0.0415 (both class-balanced), so SGD at 0.05 is the default. Single-image mode: SGD at
+  and not measured again). On ECSSD train (as above) SGD at 0.05 gives adaptive F 0.9123 / MAE 0.0408 and
+  Adam at 1e-3 0.9119 / 0.0409: equal within noise, so the paper's optimiser, SGD, is the default. Single-image mode: SGD at
   lr 0.2 for 10 steps from a seeded initialisation (the paper's DenseCRF comparison).
 * **Images without guidance.** Training skips an image whose prior has no FG location or no ABG
   location (no prototype or no negative pair). At inference a prior with no FG location is returned
