@@ -62,7 +62,8 @@ Decisions the paper leaves open, or that this machine forces
   for 20k iterations; in the 200 steps of 6 epochs over 300 images it left the training loss at 0.67
   (log 2 = 0.69; measured with PyTorch's default initialisation, before He initialisation was added,
   and not measured again). On ECSSD train (as above) SGD at 0.05 gives adaptive F 0.9123 / MAE 0.0408 and
-  Adam at 1e-3 0.9119 / 0.0409: equal within noise, so the paper's optimiser, SGD, is the default. Single-image mode: SGD at
+  Adam at 1e-3 0.9119 / 0.0409: equal within noise, so the paper's optimiser, SGD, is the default.
+  Single-image mode: SGD at
   lr 0.2 for 10 steps from a seeded initialisation (the paper's DenseCRF comparison).
 * **Images without guidance.** Training skips an image whose prior has no FG location or no ABG
   location (no prototype or no negative pair). At inference a prior with no FG location is returned
