@@ -1,0 +1,431 @@
+"""The whole MIJR re-learning: training on a pool (:func:`train_relearn`) and promoting one image
+(:func:`relearn_image`). MIJR Sec. III-B, IV-B, IV-C.
+
+Per target image, with superpixels ``S_i`` and up to ``M = 5`` retrieved, aligned images:
+
+1. pairs ``(i, m)`` of each target superpixel with its aligned superpixel of image ``m``, inputs
+   ``[xi_i, xi_j, context]`` (:func:`relearn.pair_inputs`);
+2. the instance-pair filter's probability per pair (:func:`relearn.filter_pairs`), the pairs
+   ranked by it, ``delta = p > 0.5`` (:func:`relearn.rank_by_trust`);
+3. the joint head's saliency ``h(...)`` (Eq. 6, :func:`relearn.predict_joint`) for every
+   superpixel with at least one pair passing the filter;
+4. superpixel scores: the re-learned saliency there, the prior's superpixel mean elsewhere;
+   spatial weighting (:func:`relearn.spatial_weighting`) to a pixel map;
+5. the promoted map: that map on the re-learned superpixels, the prior's own pixels elsewhere.
+
+Training (:func:`train_relearn`) on a pool whose images have pseudo GT, and ground truth on some:
+Table I labels of the pairs of every target with GT (:func:`relearn.pair_labels`), the 30k / 50k
+draw (:func:`relearn.sample_pairs`), the filter; then the filter's ranked outputs on every pair
+of those targets, the targets with a pair passing it (at most ``max_targets``, drawn at random)
+and their GT class as ``Z``, the joint model (Eq. 6-8). Images without GT take part as
+retrieved images only (their pseudo GT is what Table I reads of them).
+
+Decisions the paper leaves open
+-------------------------------
+* **Where the re-learned saliency replaces the prior**: on the superpixels with a pair passing
+  the filter. Table I makes a pair valuable only when its target is hard, so the filter is also
+  what tells the hard superpixels at test time, when there is no ground truth; elsewhere the
+  prior was right and is kept, with its pixel detail.
+* **Joint training rows** are the targets with a pair that *the filter* passes (not the Table I
+  positives): the joint model then learns on the same kind of rows it is applied to.
+* **Memory.** Pair inputs are built only for the drawn pairs and rows, stored as float16 (about
+  ``80 000 x 2 054 x 2`` bytes = 330 MB for the filter, ``max_targets x 5 x 2 054 x 2`` = 410 MB
+  for the joint model at 20 000 targets), cast to float32 per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from relearn.instance_pairs import (
+    M_NEIGHBOURS,
+    N_NEGATIVE,
+    N_POSITIVE,
+    T1,
+    T2,
+    Neighbour,
+    pair_inputs,
+    pair_labels,
+    pseudo_gt_fractions,
+    sample_pairs,
+    similarity_scale,
+    target_truth,
+)
+from relearn.joint import MIN_ERROR, JointModel, predict_joint, rank_by_trust, train_joint
+from relearn.pair_filter import PairFilter, filter_pairs, train_pair_filter
+from relearn.spatial import SIGMA_S2, spatial_weighting
+from relearn.superpixel_features import DEFAULT_TAPS
+from relearn import _nets
+from superpixels import region_mean
+from superpixels.validation import check_int, check_labels, check_map
+
+__all__ = ["NeighbourRef", "PoolImage", "RelearnModel", "RelearnResult", "RelearnTraining",
+           "relearn_image", "train_relearn"]
+
+
+@dataclass
+class RelearnModel:
+    """The pair filter, the joint model and the settings they were trained with.
+
+    Attributes
+    ----------
+    filter : PairFilter
+    joint : JointModel
+    settings : dict
+        ``taps`` (of the superpixel features), ``feature_dim`` (F), ``similarity_scale`` (tau of
+        g), ``context`` (bool), ``m``, ``t1``, ``t2``, ``threshold`` (of delta).
+    """
+
+    filter: PairFilter
+    joint: JointModel
+    settings: dict
+
+    @property
+    def hparams(self) -> dict:
+        """JSON-able hyper-parameters: the settings and both networks' hparams."""
+        return {**self.settings, "filter": dict(self.filter.hparams), "joint": dict(self.joint.hparams)}
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Both networks' parameters as float32 arrays, keys prefixed ``filter.`` / ``joint.``."""
+        return {**{f"filter.{k}": v for k, v in self.filter.state_arrays().items()},
+                **{f"joint.{k}": v for k, v in self.joint.state_arrays().items()}}
+
+    def n_parameters(self) -> int:
+        return self.filter.n_parameters() + self.joint.n_parameters()
+
+    @classmethod
+    def from_state(cls, arrays: Mapping[str, np.ndarray], hparams: Mapping) -> "RelearnModel":
+        """Rebuild from :meth:`state_arrays` and :attr:`hparams` (a model file's content)."""
+        def part(prefix):
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        settings = {k: v for k, v in hparams.items() if k not in ("filter", "joint")}
+        return cls(PairFilter.from_state(part("filter."), hparams["filter"]),
+                   JointModel.from_state(part("joint."), hparams["joint"]), settings)
+
+
+@dataclass(frozen=True)
+class RelearnResult:
+    """Result of :func:`relearn_image`.
+
+    Attributes
+    ----------
+    map : (H, W) ndarray of float32
+        The promoted saliency map.
+    scores : (n,) ndarray of float32
+        Superpixel scores before spatial weighting (re-learned or the prior's mean).
+    relearned : (n,) ndarray of bool
+        Superpixels with a pair passing the filter (where the map is re-learned).
+    trust : (n, M) ndarray of float32
+        The filter's probability per pair, in neighbour order (NaN: no pair).
+    """
+
+    map: np.ndarray
+    scores: np.ndarray
+    relearned: np.ndarray
+    trust: np.ndarray
+
+
+def _target_inputs(features, labels, prior, pseudo_gt):
+    features = np.asarray(features)
+    labels, n = check_labels(labels, "labels")
+    if features.ndim != 2 or features.shape[0] != n:
+        raise ValueError(f"features: expected ({n}, F) superpixel features (one row per label of labels), "
+                         f"got shape {features.shape}")
+    prior = check_map(prior, "prior", shape=labels.shape)
+    pseudo = pseudo_gt_fractions(pseudo_gt, labels, n)
+    return features, labels, n, prior, region_mean(prior, labels, n).astype(np.float32), pseudo
+
+
+def relearn_image(
+    model: RelearnModel,
+    features: np.ndarray,
+    labels: np.ndarray,
+    prior: np.ndarray,
+    pseudo_gt: np.ndarray,
+    neighbours: Sequence[Neighbour],
+    *,
+    sigma_s2: float = SIGMA_S2,
+    device: str = "cpu",
+) -> RelearnResult:
+    """Promote one image's prior by MIJR re-learning (module notes, steps 1-5).
+
+    Parameters
+    ----------
+    model : RelearnModel
+        Trained by :func:`train_relearn` (or rebuilt by :meth:`RelearnModel.from_state`).
+    features : (n, F) ndarray of float
+        The target's superpixel features, :func:`relearn.superpixel_features` of its
+        ``deep_features`` taps (``{tap: (C, h, w) float16}``) and ``labels``, with
+        ``taps=model.settings["taps"]``.
+    labels : (H, W) ndarray of int
+        The target's superpixels: the ``slic`` stage's ``labels`` (int32, image size, 0 .. n-1).
+    prior : (H, W) ndarray of float
+        The prior map in [0, 1] at the image size (the map stage named by ``prior``).
+    pseudo_gt : (H, W) ndarray of int8
+        The target's bi-level pseudo GT, :attr:`relearn.PseudoGT.pixels` of
+        :func:`relearn.crf_pseudo_gt` on the same prior (1, 0, -1).
+    neighbours : sequence of Neighbour
+        Up to M retrieved images in the ``neighbours`` stage's order (``index`` row of the
+        target, entries -1 left out), each ``Neighbour(features, pseudo, match, distance)``:
+        ``features`` its superpixel features as above; ``pseudo`` =
+        :func:`relearn.pseudo_gt_fractions` of its pseudo GT pixels and its ``slic`` labels;
+        ``match``, ``distance`` the ``alignment`` stage's ``superpixel_match`` ((n,) int64, -1:
+        none) and ``superpixel_distance`` ((n,) float64, inf: none) for the pair (target,
+        neighbour).
+    sigma_s2 : float, optional
+        The spatial weighting's kernel width (:func:`relearn.spatial_weighting`).
+    device : str, optional
+        Torch device of the two networks.
+
+    Returns
+    -------
+    RelearnResult
+    """
+    features, labels, n, prior, prior_sp, pseudo = _target_inputs(features, labels, prior, pseudo_gt)
+    st = model.settings
+    if features.shape[1] != st["feature_dim"]:
+        raise ValueError(f"features: expected F = {st['feature_dim']} columns (the model's taps "
+                         f"{', '.join(st['taps'])}), got {features.shape[1]}")
+    pi = pair_inputs(features, prior_sp, pseudo, neighbours, similarity_scale=st["similarity_scale"],
+                     context=st["context"], m_max=st["m"])
+    trust = np.full(pi.valid.shape, np.nan, np.float32)
+    if pi.valid.any():
+        trust[pi.valid] = filter_pairs(model.filter, pi.x[pi.valid], device=device)
+    x, delta, g = rank_by_trust(pi.x, pi.valid, pi.similarity, np.nan_to_num(trust, nan=0.0),
+                                threshold=st["threshold"])
+    scores = prior_sp.copy()
+    relearned = np.zeros(n, bool)
+    rows = np.flatnonzero(delta.any(1))
+    if rows.size:
+        s, has = predict_joint(model.joint, x[rows], delta[rows], g[rows], device=device)
+        scores[rows[has]] = s[has]
+        relearned[rows[has]] = True
+    weighted = spatial_weighting(scores, labels, sigma_s2=sigma_s2)
+    out = np.where(relearned[labels], weighted, prior).astype(np.float32)
+    return RelearnResult(map=out, scores=scores, relearned=relearned, trust=trust)
+
+
+@dataclass(frozen=True)
+class NeighbourRef:
+    """A retrieved image of a pool image: its position in the pool and the alignment to it.
+
+    Attributes
+    ----------
+    index : int
+        Position of the retrieved image in the :func:`train_relearn` ``images`` sequence.
+    match, distance : (n,) ndarray
+        The ``alignment`` stage's ``superpixel_match`` and ``superpixel_distance`` (target -> it).
+    """
+
+    index: int
+    match: np.ndarray
+    distance: np.ndarray
+
+
+@dataclass(frozen=True)
+class PoolImage:
+    """One pool image as :func:`train_relearn` reads it (formats as :func:`relearn_image`).
+
+    Attributes
+    ----------
+    features : (n, F) ndarray
+        Superpixel features.
+    labels : (H, W) ndarray of int
+        ``slic`` labels.
+    prior : (H, W) ndarray of float
+        Prior map.
+    pseudo_gt : (H, W) ndarray of int8
+        Bi-level pseudo GT pixels.
+    gt : (H, W) ndarray or None
+        Ground-truth mask (None: the image serves as a retrieved image only).
+    neighbours : sequence of NeighbourRef
+        Its retrieved images (up to M).
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    prior: np.ndarray
+    pseudo_gt: np.ndarray
+    gt: np.ndarray | None = None
+    neighbours: Sequence[NeighbourRef] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class RelearnTraining:
+    """Result of :func:`train_relearn`.
+
+    Attributes
+    ----------
+    model : RelearnModel
+    record : dict
+        JSON-able counts and measurements: pairs labelled / positive / drawn, the filter's
+        weighted training accuracy, joint training rows, per-epoch joint loss, final alpha_m.
+    """
+
+    model: RelearnModel
+    record: dict
+
+
+def _neighbours(images, k, pseudo, m_max):
+    img = images[k]
+    if len(img.neighbours) > m_max:
+        raise ValueError(f"images[{k}].neighbours: expected at most M = {m_max}, got {len(img.neighbours)}")
+    out = []
+    for ref in img.neighbours:
+        if not isinstance(ref, NeighbourRef) or not 0 <= int(ref.index) < len(images) or ref.index == k:
+            raise ValueError(f"images[{k}].neighbours: expected NeighbourRef entries indexing other pool images "
+                             f"(0 .. {len(images) - 1}), got {ref!r:.80}")
+        out.append(Neighbour(np.asarray(images[ref.index].features), pseudo[ref.index], ref.match, ref.distance))
+    return out
+
+
+def train_relearn(
+    images: Sequence[PoolImage],
+    *,
+    taps: Sequence[str] = DEFAULT_TAPS,
+    t1: float = T1,
+    t2: float = T2,
+    n_positive: int = N_POSITIVE,
+    n_negative: int = N_NEGATIVE,
+    max_targets: int = 20_000,
+    context: bool = True,
+    m: int = M_NEIGHBOURS,
+    widths: Sequence[int] = _nets.FC5_WIDTHS,
+    learning_rate: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-3,
+    iterations: int = 80_000,
+    batch_size: int = 64,
+    min_error: float = MIN_ERROR,
+    seed: int = 0,
+    device: str = "cpu",
+) -> RelearnTraining:
+    """Train the pair filter and the joint model on a pool (module notes).
+
+    Parameters
+    ----------
+    images : sequence of PoolImage
+        The pool; those with ``gt`` are the training targets.
+    taps : sequence of str, optional
+        The taps the superpixel features were pooled from (recorded in the model).
+    t1, t2 : float, optional
+        Table I thresholds (paper: 0.15, 0.90).
+    n_positive, n_negative : int, optional
+        The filter's training draw (paper: 30 000 and 50 000).
+    max_targets : int, optional
+        At most this many target superpixels (drawn at random) train the joint model.
+    context : bool, optional
+        Append the six context values to the pair inputs (False: the paper's ``{xi_i, xi_j}``).
+    m : int, optional
+        ``M``, pairs per target (paper: 5).
+    widths, learning_rate, momentum, weight_decay, iterations, batch_size : optional
+        FC5 widths and SGD settings of both networks (paper: 0.001, 0.9, 0.005, 80 000).
+    min_error : float, optional
+        The e_m clip of Eq. 8.
+    seed : int, optional
+        Draws, initialisations and batch orders.
+    device : str, optional
+        Torch device.
+
+    Returns
+    -------
+    RelearnTraining
+    """
+    if not images:
+        raise ValueError("images: expected a non-empty pool")
+    m = check_int(m, "m")
+    max_targets = check_int(max_targets, "max_targets")
+    prepared = []
+    for k, img in enumerate(images):
+        if not isinstance(img, PoolImage):
+            raise ValueError(f"images[{k}]: expected a relearn.PoolImage, got {type(img).__name__}")
+        try:
+            prepared.append(_target_inputs(img.features, img.labels, img.prior, img.pseudo_gt))
+        except ValueError as err:
+            raise ValueError(f"images[{k}]: {err}") from None
+    dims = {p[0].shape[1] for p in prepared}
+    if len(dims) != 1:
+        raise ValueError(f"images: expected one feature width F for the whole pool, got {sorted(dims)}")
+    pseudo = [p[5] for p in prepared]
+    targets = [k for k, img in enumerate(images) if img.gt is not None and img.neighbours]
+    if not targets:
+        raise ValueError("images: expected at least one image with gt and neighbours (a training target)")
+    nbs = {k: _neighbours(images, k, pseudo, m) for k in targets}
+    tau = similarity_scale([ref.distance for k in targets for ref in images[k].neighbours])
+
+    def inputs(k, rows=None):
+        f, _, _, _, prior_sp, ps = prepared[k]
+        return pair_inputs(f, prior_sp, ps, nbs[k], similarity_scale=tau, rows=rows, context=context, m_max=m)
+
+    # Table I labels of every pair of every target, then the 30k / 50k draw
+    truths, labels_all, owner = {}, [], []
+    for k in targets:
+        _, lab, n, _, _, _ = prepared[k]
+        truths[k] = target_truth(images[k].pseudo_gt, images[k].gt, lab, n)
+        lab_k = pair_labels(truths[k], [pseudo[r.index] for r in images[k].neighbours],
+                            [r.match for r in images[k].neighbours], t1=t1, t2=t2, m_max=m)
+        labels_all.append(lab_k.ravel())
+        owner.append(np.full(lab_k.size, k))
+    labels_all = np.concatenate(labels_all)
+    owner = np.concatenate(owner)
+    offset = {k: int(np.flatnonzero(owner == k)[0]) for k in targets}
+    drawn, weight = sample_pairs(labels_all, n_positive=n_positive, n_negative=n_negative, seed=seed)
+    xs = []
+    for k in targets:
+        sel = drawn[owner[drawn] == k] - offset[k]
+        if sel.size:
+            rows, slots = np.divmod(sel, m)
+            ur, inv = np.unique(rows, return_inverse=True)
+            xs.append(inputs(k, ur).x[inv, slots].astype(np.float16))
+    x_filter = np.concatenate(xs)
+    y_filter = labels_all[drawn]
+    sgd = {"widths": widths, "learning_rate": learning_rate, "momentum": momentum,
+           "weight_decay": weight_decay, "iterations": iterations, "batch_size": batch_size, "device": device}
+    pair_filter = train_pair_filter(x_filter, y_filter, weight, seed=seed, **sgd)
+    p_train = filter_pairs(pair_filter, x_filter, device=device)
+    filter_acc = float(np.average((p_train > 0.5) == (y_filter == 1), weights=weight))
+    del x_filter
+
+    # the filter on every pair of every target; rows with a pair passing it train the joint model
+    threshold = 0.5
+    candidates = []
+    for k in targets:
+        pi = inputs(k)
+        trust = np.zeros(pi.valid.shape, np.float32)
+        if pi.valid.any():
+            trust[pi.valid] = filter_pairs(pair_filter, pi.x[pi.valid], device=device)
+        rows = np.flatnonzero((pi.valid & (trust > threshold)).any(1))
+        candidates += [(k, r) for r in rows]
+    if not candidates:
+        raise ValueError("train_relearn: the pair filter passes no pair of the training targets "
+                         "(no hard superpixel with a trustworthy aligned instance was learned)")
+    rng = np.random.default_rng(seed + 1)
+    pick = np.sort(rng.choice(len(candidates), min(max_targets, len(candidates)), replace=False))
+    chosen = np.asarray(candidates, np.int64)[pick]
+    xj, dj, gj, zj = [], [], [], []
+    for k in targets:
+        rows = chosen[chosen[:, 0] == k, 1]
+        if not rows.size:
+            continue
+        pi = inputs(k, rows)
+        trust = np.zeros(pi.valid.shape, np.float32)
+        trust[pi.valid] = filter_pairs(pair_filter, pi.x[pi.valid], device=device)
+        x, delta, g = rank_by_trust(pi.x, pi.valid, pi.similarity, trust, threshold=threshold)
+        xj.append(x.astype(np.float16))
+        dj.append(delta)
+        gj.append(g)
+        zj.append(truths[k].salient[rows])
+    z = np.concatenate(zj)
+    fit = train_joint(np.concatenate(xj), np.concatenate(dj), np.concatenate(gj), z, min_error=min_error,
+                      seed=seed, **sgd)
+    settings = {"taps": [str(t) for t in taps], "feature_dim": int(dims.pop()), "similarity_scale": tau,
+                "context": bool(context), "m": m, "t1": float(t1), "t2": float(t2), "threshold": threshold}
+    record = {"targets": len(targets), "pairs_labelled": int((labels_all >= 0).sum()),
+              "pairs_positive": int((labels_all == 1).sum()), "pairs_drawn": int(drawn.size),
+              "filter_train_accuracy": filter_acc, "joint_rows": int(z.size),
+              "joint_rows_salient": int(z.sum()), "joint_loss": [float(v) for v in fit.loss],
+              "alpha": list(fit.model.hparams["alpha"])}
+    return RelearnTraining(RelearnModel(pair_filter, fit.model, settings), record)
