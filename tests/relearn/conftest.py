@@ -10,7 +10,7 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def torch_warm():
+def torch_warm(one_torch_thread):
     import torch
 
     net = torch.nn.Linear(2, 1)
@@ -19,7 +19,7 @@ def torch_warm():
     opt.step()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     import torch
 

@@ -1,0 +1,116 @@
+"""The whole MIJR re-learning on a synthetic pool whose hard superpixels are known."""
+
+import json
+
+import numpy as np
+import pytest
+
+from relearn import (
+    Neighbour,
+    NeighbourRef,
+    PoolImage,
+    RelearnModel,
+    pseudo_gt_fractions,
+    relearn_image,
+    train_relearn,
+)
+
+SMALL = dict(widths=(32, 16, 16, 8, 8), learning_rate=0.05, iterations=150, batch_size=32)
+LABELS = np.kron(np.arange(16).reshape(4, 4), np.ones((4, 4), int)).astype(np.int32)  # 16 px, 4 x 4 superpixels
+SALIENT = np.isin(np.arange(16), [5, 6, 9, 10])   # the centre 2 x 2 superpixels
+
+
+def _image(rng, wrong):
+    """Features that tell the classes apart, a prior right except on the ``wrong`` superpixels
+    (which the pseudo GT then trusts wrongly or leaves uncertain)."""
+    feats = np.where(SALIENT[:, None], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]) + 0.3 * rng.normal(size=(16, 3))
+    sp_prior = np.where(SALIENT, 0.9, 0.1)
+    sp_prior[wrong] = 1 - sp_prior[wrong]
+    pgt = np.where(sp_prior > 0.5, 1, 0).astype(np.int8)
+    pgt[wrong[: len(wrong) // 2]] = -1
+    gt = SALIENT[LABELS]
+    return feats.astype(np.float32), sp_prior[LABELS].astype(np.float32), pgt[LABELS], gt
+
+
+def _pool(seed, n_images=10, n_wrong=4):
+    rng = np.random.default_rng(seed)
+    raw = [_image(rng, rng.choice(16, n_wrong, replace=False)) for _ in range(n_images)]
+    images = []
+    for k, (f, prior, pgt, gt) in enumerate(raw):
+        refs = [NeighbourRef((k + d) % n_images, np.arange(16), rng.uniform(0.5, 2.0, 16)) for d in (1, 2, 3)]
+        images.append(PoolImage(f, LABELS, prior, pgt, gt, refs))
+    return images
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return train_relearn(_pool(0), **SMALL)
+
+
+def _target(seed, wrong):
+    rng = np.random.default_rng(seed)
+    f, prior, pgt, gt = _image(rng, np.asarray(wrong))
+    nbs = []
+    for _ in range(3):
+        nf, _, npgt, _ = _image(rng, rng.choice(16, 2, replace=False))
+        nbs.append(Neighbour(nf, pseudo_gt_fractions(npgt, LABELS), np.arange(16), np.ones(16)))
+    return f, prior, pgt, gt, nbs
+
+
+def test_hard_superpixels_are_relearned_from_their_aligned_instances(trained):
+    wrong = [5, 0, 10, 15]
+    f, prior, pgt, gt, nbs = _target(7, wrong)
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs)
+    sp = res.map[::4, ::4].ravel()                    # one pixel per superpixel
+    assert res.relearned[wrong].all()
+    np.testing.assert_array_equal(sp[wrong] > 0.5, SALIENT[wrong])   # the prior's errors are fixed
+    assert np.abs(res.map - gt).mean() < 0.5 * np.abs(prior - gt).mean()
+    # where nothing was re-learned the prior's pixels are kept as they are
+    keep = ~res.relearned[LABELS]
+    np.testing.assert_array_equal(res.map[keep], prior[keep])
+    assert res.map.dtype == np.float32 and res.trust.shape == (16, 5)
+    assert np.isnan(res.trust[:, 3:]).all()               # M = 5 slots, three neighbours
+
+
+def test_training_records_its_counts_and_the_model_round_trips(trained):
+    rec = trained.record
+    assert rec["targets"] == 10 and rec["pairs_labelled"] == 10 * 16 * 3
+    assert 0 < rec["pairs_positive"] < rec["pairs_labelled"] and rec["filter_train_accuracy"] > 0.9
+    json.dumps(rec)
+    model = trained.model
+    hp = json.loads(json.dumps(model.hparams))
+    arrays = model.state_arrays()
+    assert all(a.dtype == np.float32 for a in arrays.values())
+    back = RelearnModel.from_state(arrays, hp)
+    f, prior, pgt, _, nbs = _target(8, [6, 1])
+    np.testing.assert_array_equal(relearn_image(back, f, LABELS, prior, pgt, nbs).map,
+                                  relearn_image(model, f, LABELS, prior, pgt, nbs).map)
+    assert back.settings == model.settings and model.n_parameters() > 0
+
+
+def test_without_neighbours_the_prior_is_returned(trained):
+    f, prior, pgt, _, _ = _target(9, [5])
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, [])
+    np.testing.assert_array_equal(res.map, prior)
+    assert not res.relearned.any()
+
+
+def test_bad_inputs_raise_clear_errors(trained):
+    f, prior, pgt, _, nbs = _target(10, [5])
+    with pytest.raises(ValueError, match=r"features: expected \(16, F\) superpixel features"):
+        relearn_image(trained.model, f[:10], LABELS, prior, pgt, nbs)
+    with pytest.raises(ValueError, match="features: expected F = 3 columns"):
+        relearn_image(trained.model, np.zeros((16, 4)), LABELS, prior, pgt, nbs)
+    with pytest.raises(ValueError, match="prior: expected shape"):
+        relearn_image(trained.model, f, LABELS, prior[:8], pgt, nbs)
+    bad = Neighbour(nbs[0].features, nbs[0].pseudo, np.arange(15), np.ones(15))
+    with pytest.raises(ValueError, match=r"neighbours\[0\].match"):
+        relearn_image(trained.model, f, LABELS, prior, pgt, [bad])
+    with pytest.raises(ValueError, match="at most M = 5"):
+        relearn_image(trained.model, f, LABELS, prior, pgt, nbs * 2)
+    pool = _pool(1, n_images=3)
+    with pytest.raises(ValueError, match="at least one image with gt"):
+        train_relearn([PoolImage(p.features, p.labels, p.prior, p.pseudo_gt, None, p.neighbours) for p in pool])
+    with pytest.raises(ValueError, match=r"images\[0\].neighbours: expected NeighbourRef entries"):
+        train_relearn([PoolImage(p.features, p.labels, p.prior, p.pseudo_gt, p.gt, [NeighbourRef(0, np.arange(16), np.ones(16))])
+                       for p in pool])
