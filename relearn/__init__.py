@@ -30,7 +30,15 @@ from relearn.instance_pairs import (
     target_truth,
 )
 from relearn.joint import JointModel, JointTraining, boost_weight, predict_joint, rank_by_trust, train_joint
-from relearn.mijr import NeighbourRef, PoolImage, RelearnModel, RelearnResult, RelearnTraining, relearn_image, train_relearn
+from relearn.mijr import (
+    NeighbourRef,
+    PoolImage,
+    RelearnModel,
+    RelearnResult,
+    RelearnTraining,
+    relearn_image,
+    train_relearn,
+)
 from relearn.pair_filter import PairFilter, filter_pairs, train_pair_filter
 from relearn.pseudo_gt import PSEUDO_BACKGROUND, PSEUDO_SALIENT, UNCERTAIN, PseudoGT, crf_pseudo_gt
 from relearn.spatial import SIGMA_S2, spatial_weighting

@@ -112,5 +112,12 @@ def test_bad_inputs_raise_clear_errors(trained):
     with pytest.raises(ValueError, match="at least one image with gt"):
         train_relearn([PoolImage(p.features, p.labels, p.prior, p.pseudo_gt, None, p.neighbours) for p in pool])
     with pytest.raises(ValueError, match=r"images\[0\].neighbours: expected NeighbourRef entries"):
-        train_relearn([PoolImage(p.features, p.labels, p.prior, p.pseudo_gt, p.gt, [NeighbourRef(0, np.arange(16), np.ones(16))])
-                       for p in pool])
+        self_ref = [NeighbourRef(0, np.arange(16), np.ones(16))]
+        train_relearn([PoolImage(p.features, p.labels, p.prior, p.pseudo_gt, p.gt, self_ref) for p in pool])
+
+
+def test_without_context_the_networks_read_the_papers_pair_feature_alone():
+    fit = train_relearn(_pool(2, n_images=6), context=False, **{**SMALL, "iterations": 40})
+    assert fit.model.filter.hparams["in_dim"] == fit.model.joint.hparams["in_dim"] == 2 * 3
+    f, prior, pgt, _, nbs = _target(11, [5])
+    assert relearn_image(fit.model, f, LABELS, prior, pgt, nbs).map.shape == LABELS.shape
