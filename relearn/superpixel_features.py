@@ -37,8 +37,11 @@ Decisions the paper leaves open
 
 Computation: per image and tap one ``bincount`` builds the (n, h w) pixel-count matrix of
 superpixel x tap cell, and one matrix product pools the tap; the surround is the adjacency
-matrix (plus identity) times the same sums. All on ``device`` in torch under
-``inference_mode``; a batch of images is processed in one call.
+matrix (plus identity; :func:`superpixels.adjacency`, numba on the CPU) times the same sums.
+The bincounts and products run on ``device`` in torch under ``inference_mode``; a batch of
+images is processed in one call (image by image inside it: their label maps differ in size).
+Measured on this machine (one thread, 300 x 400 map, 500 superpixels, 224-input taps): 0.11 s
+per image.
 
 References
 ----------
