@@ -82,9 +82,28 @@ MODULES: dict[str, dict] = {
         "tests": ["tests/alignment/test_bilevel.py"],
         "preload": ["alignment.bilevel", "alignment.siftflow", "alignment.dense_sift"],
     },
+    # The learned methods: only their loss / label / merge functions (the networks' construction,
+    # training loops and model I/O are left out: their tests train networks, seconds per mutant).
     "promote/lps.py": {
         "tests": ["tests/promote/test_lps.py"],
         "preload": ["torch", "promote.lps"],
+        # Eq. 3 (both forms), Eq. 2 anchors, Eq. 5 iteration; the Eq. 4 loss and the Alg. 1 label
+        # flips are inline in train_anchor_network, which is not in the list.
+        "functions": ["nearest_anchor_probability", "_sigmoid", "_eq3_flat", "region_anchor",
+                      "iterate_prior"],
+    },
+    "promote/ldps.py": {
+        "tests": ["tests/promote/test_ldps.py"],
+        "preload": ["torch", "promote.ldps"],
+        # Sec. 4.2 guide masks, Eq. 7 prototype (numpy and torch), Eq. 8-9 pairs, Eq. 5-6 loss,
+        # Eq. 10-11 confidence merge, and the guidance check that picks the training images.
+        "functions": ["guide_masks", "weighted_prototype", "training_pairs", "confidence",
+                      "confidence_merge", "_prototypes", "_pair_loss", "_has_guidance"],
+    },
+    "relearn/pseudo_gt.py": {
+        "tests": ["tests/relearn/test_pseudo_gt.py"],
+        "preload": ["relearn.pseudo_gt", "promote.crf"],
+        "functions": ["crf_pseudo_gt", "superpixel_majority"],
     },
 }
 
@@ -169,6 +188,16 @@ def collect(module: str, work: Path, selected: list[str] | None) -> dict:
     return by_status
 
 
+def _count_mutants(work: Path, module: str, patterns: list[str] | None) -> int:
+    """Every mutant mutmut made of the module, or of the functions the patterns name."""
+    import fnmatch
+
+    every = json.loads((work / "mutants" / (module + ".meta")).read_text())["exit_code_by_key"]
+    if patterns is None:
+        return len(every)
+    return sum(any(fnmatch.fnmatch(n, p) for p in patterns) for n in every)
+
+
 def run_module(module: str, functions: list[str] | None, sample: int | None, seed: int) -> dict:
     spec = MODULES[module]
     work = WORK / _slug(module)
@@ -179,7 +208,11 @@ def run_module(module: str, functions: list[str] | None, sample: int | None, see
     mutmut = Path(sys.executable).with_name("mutmut")
     cmd = [str(mutmut), "run", "--max-children", "1"]
     slug = _slug(module)
-    names = [f"{slug}.x{f}__mutmut_*" if not f.startswith(slug) else f for f in functions or []]
+    functions = functions or spec.get("functions")
+    # mutmut's names: module.x_<function>__mutmut_<n>, module.xǁ<Class>ǁ<method>__mutmut_<n>
+    patterns = [f if f.startswith(slug) else f"{slug}.x{f if f.startswith('ǁ') else '_' + f}__mutmut_*"
+                for f in functions or []]
+    names = list(patterns)
     selected = None
     if sample is not None:
         # Generate the mutants and the test statistics without running any mutant (a name that
@@ -231,7 +264,7 @@ def run_module(module: str, functions: list[str] | None, sample: int | None, see
         "generated": generated,
         # every mutant mutmut made of the module (or of the named functions); "generated" above
         # counts the ones this run covers (the sample, when sampling)
-        "generated_total": len(json.loads((work / "mutants" / (module + ".meta")).read_text())["exit_code_by_key"]),
+        "generated_total": _count_mutants(work, module, patterns or None),
         "checked": checked,
         "killed": killed,
         "timeout": len(by_status.get("timeout", [])),
@@ -245,7 +278,7 @@ def run_module(module: str, functions: list[str] | None, sample: int | None, see
         "mutmut": mutmut_version(),
         "no_jit": bool(spec.get("no_jit")),
         "command": "scripts/mutation.py " + module
-        + "".join(f" --function {f}" for f in functions or [])
+        + "".join(f" --function {f}" for f in (functions if functions != spec.get("functions") else []))
         + (f" --sample {sample} --seed {seed}" if sample is not None else ""),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
