@@ -40,9 +40,10 @@ Decisions the paper leaves open (each with its reason)
 * **Widths.** The paper gives none. Decoder widths per level (stride 2, 4, 8, 16) default to
   16, 32, 64, 64: the stride-2 level dominates the cost (112 x 112 positions).
 * **Attention at the fine levels.** Eq. 2's ``beta`` has ``(HW)^2`` entries: 12544^2 floats at stride
-  2 (630 MB per image). Keys and values (``g``, ``h``) are average-pooled so that at most
-  ``attention_keys`` (default 28 x 28 = 784) positions are attended, queries stay at full
-  resolution; at stride 8 and 16 (28 x 28, 14 x 14) the attention is exactly Eq. 2-3.
+  2 (630 MB per image). Above ``attention_keys`` positions (default 28 x 28 = 784) the module runs
+  Eq. 1-3 on the map average-pooled by the smallest power of 2 that brings it under the limit and
+  upsamples ``o`` bilinearly before Eq. 4; at stride 8 and 16 (28 x 28, 14 x 14) it is exactly
+  Eq. 1-4. With keys alone pooled (queries at full resolution) one training step cost 3x more.
 * **RCL hyper-parameters.** ``T = 3`` recurrent steps (the ablation compares 1 and 3);
   LRN ``alpha = 0.001``, ``beta = 0.75``, ``N = K / 8 + 1`` as in the RCL paper the ARN cites ([19],
   Liang & Hu, CVPR 2015).
