@@ -43,7 +43,7 @@ Decisions the paper leaves open (each with its reason)
   2 (630 MB per image). Above ``attention_keys`` positions (default 28 x 28 = 784) the module runs
   Eq. 1-3 on the map average-pooled by the smallest power of 2 that brings it under the limit and
   upsamples ``o`` bilinearly before Eq. 4; at stride 8 and 16 (28 x 28, 14 x 14) it is exactly
-  Eq. 1-4. With keys alone pooled (queries at full resolution) one training step cost 3x more.
+  Eq. 1-4. (Pooling the keys alone would still leave 12544 x 784 attention weights per image.)
 * **RCL hyper-parameters.** ``T = 3`` recurrent steps (the ablation compares 1 and 3);
   LRN ``alpha = 0.001``, ``beta = 0.75``, ``N = K / 8 + 1`` as in the RCL paper the ARN cites ([19],
   Liang & Hu, CVPR 2015).
