@@ -47,8 +47,11 @@ STRIDES = {"s2": 2, "s4": 4, "s8": 8, "s16": 16, "s32": 32}
 # name -> options of train_arn that differ from its defaults
 CONFIGS = {
     "base": {},
-    "lr1e-4": {"learning_rate": 1e-4},
+    "raw taps": {"standardize": False},
+    "raw taps, deep s16+s32": {"standardize": False, "deep_taps": ("s16", "s32")},
     "deep s16+s32": {"deep_taps": ("s16", "s32")},
+    "deep s16+s32, wide": {"deep_taps": ("s16", "s32"), "widths": (16, 32, 96, 128)},
+    "lr1e-4": {"learning_rate": 1e-4},
     "no attention": {"attention": False},
     "no RCL": {"rcl_steps": None},
     "T=1": {"rcl_steps": 1},
@@ -119,7 +122,7 @@ def main(argv=None) -> int:
         print(f"{name}: {scores} (best epoch {res.best_epoch}, {res.seconds:.0f} s)", flush=True)
         if args.save is not None:
             args.save.mkdir(parents=True, exist_ok=True)
-            fname = name.replace(" ", "_").replace("=", "").replace("+", "_")
+            fname = name.replace(", ", "_").replace(" ", "_").replace("=", "").replace("+", "_")
             save_model(args.save / f"{fname}.npz", res.network.state_arrays(), {
                 "stage": "arn", "hparams": res.network.hparams,
                 "training": {"data": "DUTS-TR-1k", "epochs": args.epochs, "best_epoch": res.best_epoch,

@@ -142,9 +142,13 @@ def _modules():
             return x
 
     class ARN(nn.Module):
-        def __init__(self, side_channels, deep_channels, widths, rcl_steps, attention, max_keys):
+        def __init__(self, side_channels, deep_channels, widths, rcl_steps, attention, max_keys, tap_channels):
             super().__init__()
             w2, w3, w4, w5 = widths
+            # per-channel standardisation of each frozen tap (training-set statistics; identity until set)
+            for i, c in enumerate(tap_channels):
+                self.register_buffer(f"tap_mean{i}", torch.zeros(c))
+                self.register_buffer(f"tap_scale{i}", torch.ones(c))
             self.attention = bool(attention)
             self.use_rcl = rcl_steps is not None
             self.deep = nn.Sequential(nn.Conv2d(deep_channels, w5, 1), nn.ReLU())  # S5 to the decoder width
@@ -227,7 +231,7 @@ class ArnNetwork(_taps.ArraysModel):
         torch = _torch()
         torch.manual_seed(int(seed))
         module = _modules()(hp["tap_channels"][:3], sum(hp["tap_channels"][3:]), hp["widths"], hp["rcl_steps"],
-                            hp["attention"], hp["attention_keys"])
+                            hp["attention"], hp["attention_keys"], hp["tap_channels"])
         _he_init(module)
         return cls(module, hp)
 
@@ -250,6 +254,9 @@ class ArnNetwork(_taps.ArraysModel):
         torch = _torch()
 
         n = self.hparams["n_side"]
+        m = self.module
+        tensors = [(t - getattr(m, f"tap_mean{i}")[:, None, None]) / getattr(m, f"tap_scale{i}")[:, None, None]
+                   for i, t in enumerate(tensors)]
         sides, deeps = tensors[:n], tensors[n:]
         grid = deeps[0].shape[-2:]
         deep = torch.cat([d if d.shape[-2:] == grid else F.interpolate(d, size=grid, mode="bilinear",
@@ -286,6 +293,18 @@ def _target(mask: np.ndarray, size: int) -> np.ndarray:
     return _taps.resize(np.clip(m, 0, 1), (size, size), area=True)
 
 
+def set_tap_statistics(network: ArnNetwork, features: Sequence[Mapping[str, np.ndarray]]) -> None:
+    """Store each tap channel's mean and standard deviation over ``features`` in the network: its
+    inputs are standardised by them (the frozen taps have standard deviations of 2 to 10)."""
+    torch = _torch()
+    for i, tap in enumerate(network.hparams["taps"]):
+        a = np.stack([np.asarray(f[tap], np.float32) for f in features])
+        mean = a.mean(axis=(0, 2, 3))
+        std = np.maximum(a.std(axis=(0, 2, 3)), 1e-3)
+        getattr(network.module, f"tap_mean{i}").copy_(torch.from_numpy(mean))
+        getattr(network.module, f"tap_scale{i}").copy_(torch.from_numpy(std))
+
+
 def arn_saliency(features: Sequence[Mapping[str, np.ndarray]], network: ArnNetwork,
                  shapes: Sequence[tuple[int, int]] | None = None, *, batch_size: int = 8,
                  device: str = "cpu") -> list[np.ndarray]:
@@ -312,7 +331,8 @@ def arn_saliency(features: Sequence[Mapping[str, np.ndarray]], network: ArnNetwo
 def train_arn(features: Sequence[Mapping[str, np.ndarray]], masks: Sequence[np.ndarray], *,
               tap_strides: Mapping[str, int], input_size: int = 224, side_taps: Sequence[str] = SIDE_TAPS,
               deep_taps: Sequence[str] = DEEP_TAPS, widths: Sequence[int] = WIDTHS, rcl_steps: int | None = 3,
-              attention: bool = True, attention_keys: int = 784, learning_rate: float = 1e-3,
+              attention: bool = True, attention_keys: int = 784, standardize: bool = True,
+              learning_rate: float = 1e-3,
               epochs: int = 6, batch_size: int = 8, flip: bool = True, seed: int = 0,
               val_features: Sequence[Mapping[str, np.ndarray]] | None = None,
               val_masks: Sequence[np.ndarray] | None = None, device: str = "cpu", progress=None) -> ArnTraining:
@@ -336,7 +356,10 @@ def train_arn(features: Sequence[Mapping[str, np.ndarray]], masks: Sequence[np.n
     attention : bool
         False drops the self-attention modules (the "no attention" ablation).
     attention_keys : int
-        Most key positions a self-attention attends (keys and values average-pooled above it).
+        Most positions a self-attention attends (above it, it runs on the map average-pooled).
+    standardize : bool
+        Standardise every tap channel by its mean and standard deviation over (at most 256 of) the
+        training images, stored in the model.
     learning_rate, epochs, batch_size : Adam's rate, passes over the images, images per step.
     flip : bool
         Mirror each sample (taps and mask) with probability 0.5 per epoch.
@@ -366,6 +389,8 @@ def train_arn(features: Sequence[Mapping[str, np.ndarray]], masks: Sequence[np.n
     hp = network.hparams
     for f in features:
         _check(f, hp)
+    if standardize:
+        set_tap_statistics(network, features[:: max(len(features) // 256, 1)])
     targets = np.stack([_target(m, input_size) for m in masks])
     val_targets = None if val_masks is None else [np.asarray(m) for m in val_masks]
     module = network.module.to(device)

@@ -157,7 +157,7 @@ def test_training_learns_a_separable_problem_and_keeps_the_best_validated_epoch(
         masks[i, y:y + 24, x:x + 24] = True
     feats = _taps(rng, 9, blob=masks)
     res = train_arn(feats[:6], list(masks[:6]), tap_strides=STRIDES, input_size=64, widths=(4, 4, 8, 8),
-                    rcl_steps=1, epochs=8, batch_size=3, learning_rate=1e-2, val_features=feats[6:],
+                    rcl_steps=1, epochs=8, batch_size=3, learning_rate=1e-2, standardize=False, val_features=feats[6:],
                     val_masks=list(masks[6:]))
     assert res.losses[-1] < res.losses[0] * 0.6
     assert len(res.val_mae) == 8 and res.best_epoch == int(np.argmin(res.val_mae)) + 1
@@ -166,6 +166,26 @@ def test_training_learns_a_separable_problem_and_keeps_the_best_validated_epoch(
     assert mae == pytest.approx(min(res.val_mae), abs=1e-4)  # the kept weights are the best epoch's
     assert mae < 0.15  # the unseen squares are found (all-background would be ~0.14 + blur)
     assert all((m[k].mean() > m[~k].mean() + 0.3) for m, k in zip(maps, masks[6:]))
+
+
+def test_tap_statistics_standardise_every_channel_and_travel_with_the_model():
+    from detect.arn import set_tap_statistics
+    from promote import _taps as taps_mod
+
+    rng = np.random.default_rng(4)
+    feats = _taps(rng, 3)
+    for f in feats:
+        f["s8"] = (f["s8"].astype(np.float32) * 7 + 5).astype(np.float16)
+    net = ArnNetwork.create(tap_channels=CHANNELS, tap_strides=STRIDES, widths=(4, 4, 8, 8), input_size=64)
+    set_tap_statistics(net, feats)
+    m = net.module
+    i = net.hparams["taps"].index("s8")
+    x = taps_mod.feature_tensors(feats, net.hparams)[i]
+    z = (x - getattr(m, f"tap_mean{i}")[:, None, None]) / getattr(m, f"tap_scale{i}")[:, None, None]
+    np.testing.assert_allclose(z.mean(dim=(0, 2, 3)).numpy(), 0, atol=1e-3)
+    np.testing.assert_allclose(z.std(dim=(0, 2, 3), unbiased=False).numpy(), 1, atol=1e-3)
+    again = ArnNetwork.from_state(net.state_arrays(), net.hparams)
+    np.testing.assert_array_equal(arn_saliency(feats, net)[0], arn_saliency(feats, again)[0])
 
 
 def test_the_model_round_trips_through_its_arrays():
