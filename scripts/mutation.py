@@ -306,14 +306,20 @@ def markdown(data: dict) -> str:
         "equivalent); killed includes timeouts. Survivors and equivalent mutants are named in",
         "`mutation.json`; the reasons for the equivalent ones are in `scripts/mutation_equivalents.toml`.",
         "",
-        "| module | mutants of the module | generated (this run) | checked | killed | survived | equivalent | kill rate | wall (s) | command |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "*Set*: `full` = every mutant of the module (or of its listed functions, see the notes) was run;",
+        "`sample N` = N of them drawn uniformly at random (seed in the command). Wall times are of",
+        "mutmut's mutant runs alone (after generating the mutants and the test statistics), on a",
+        "2-core machine at `nice -n 19`, often shared with other jobs: compare them with care.",
+        "",
+        "| module | set | mutants of the module | generated (this run) | checked | killed | survived | equivalent | kill rate | wall (s) | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for row in data["modules"].values():
         rate = "n/a" if row["kill_rate"] is None else f"{100 * row['kill_rate']:.1f}%"
         lines.append(
-            f"| `{row['module']}` | {row.get('generated_total', row['generated'])} | {row['generated']} | "
+            f"| `{row['module']}` | {'sample ' + str(row['sample']['size']) if row.get('sample') else 'full'} | "
+            f"{row.get('generated_total', row['generated'])} | {row['generated']} | "
             f"{row['checked']} | {row['killed']} | "
             f"{row['survived']} | {row['equivalent']} | {rate} | {row['wall_s']:.0f} | "
             f"`{row['command']}` |"

@@ -50,6 +50,10 @@ def test_guide_masks_follow_the_thresholds():
     np.testing.assert_array_equal(abg, [[0, 0, 0], [1, 0, 0]])
     with pytest.raises(ValueError, match="theta_abg <= theta_afg <= theta_fg"):
         guide_masks(prior, 0.5, 0.8, 0.3)
+    # A float64 prior is thresholded as the float32 map the package works with (the training's
+    # masks are taken on float32 grids): 0.9 + 1e-9 is 0.9 in float32, not above theta_fg = 0.9.
+    fg, afg, _ = guide_masks(np.array([[0.9 + 1e-9]]), 0.9, 0.8, 0.3)
+    assert not fg.any() and afg.all()
 
 
 def test_prototype_is_the_saliency_weighted_mean_of_fg_features():
@@ -203,3 +207,90 @@ def test_the_training_loss_is_the_bce_of_the_discriminator_over_the_eq8_eq9_pair
         want = float(want) / (len(pos) + len(neg))
     assert len(pos) and len(neg)
     assert loss == pytest.approx(want, rel=1e-5)
+
+
+def test_prototype_is_accurate_to_float32_and_a_single_weak_fg_location_is_enough():
+    # One FG location of weight 0.95 (a total below 1): the prototype is its feature vector.
+    prior = np.array([[0.95, 0.5], [0.1, 0.2]], np.float32)
+    feats = np.array([[[3.0, 7.0], [9.0, 1.0]]], np.float32)
+    np.testing.assert_array_equal(weighted_prototype(feats, prior, guide_masks(prior)[0]), [3.0])
+    # Large features that nearly cancel: the weighted mean is still right to float32 precision
+    # (a float32 normalisation of the weights would be off by ~1e-6 relative here).
+    prior = np.array([[0.92, 1.0]], np.float32)
+    feats = np.array([[[1e8, -1e8 + 3.0]]], np.float32)
+    fg = np.ones((1, 2), bool)
+    w = prior.astype(np.float64)
+    want = (w[0, 0] * np.float64(feats[0, 0, 0]) + w[0, 1] * np.float64(feats[0, 0, 1])) / w.sum()
+    np.testing.assert_allclose(weighted_prototype(feats, prior, fg), [want], rtol=1e-7)
+    with pytest.raises(ValueError, match=r"^weighted_prototype: the FG mask is empty \(no location above theta_fg\)$"):
+        weighted_prototype(feats, prior, np.zeros((1, 2), bool))
+
+
+def test_pairs_use_the_given_thresholds_and_are_float32():
+    prior = np.array([[0.95, 0.25, 0.1]], np.float32)
+    feats = np.arange(3, dtype=np.float64).reshape(1, 1, 3)
+    pos, neg = training_pairs(feats, prior, theta_fg=0.9, theta_afg=0.9, theta_abg=0.2)
+    # AFG (> 0.9): location 0; ABG (< 0.2): location 2 only (0.25 is not below 0.2).
+    np.testing.assert_array_equal(pos, [[0.0, 0.0]])
+    np.testing.assert_array_equal(neg, [[0.0, 2.0]])
+    assert pos.dtype == neg.dtype == np.float32  # the discriminator's input dtype
+
+
+def test_confidence_and_merge_are_float32_and_shapes_must_agree():
+    assert confidence(np.array([0.2, 0.7])).dtype == np.float32
+    np.testing.assert_allclose(confidence(np.array([0.2, 0.7, 0.5])), [0.8, 0.7, 0.5])
+    with pytest.raises(ValueError, match=r"prior, new: expected equal shapes, got \(2,\) and \(3,\)"):
+        confidence_merge(np.zeros(2), np.zeros(3))
+
+
+def test_torch_prototypes_are_eq7_per_image_of_a_batch():
+    import torch
+
+    from promote.ldps import _prototypes
+
+    rng = np.random.default_rng(8)
+    emb = rng.normal(size=(2, 3, 4, 4)).astype(np.float32)
+    priors = rng.uniform(0, 0.8, (2, 4, 4)).astype(np.float32)
+    priors[0, :2, :2] = [[0.95, 0.99], [0.92, 1.0]]  # image 0: four FG locations (total > 1)
+    priors[1, 3, 3] = 0.93  # image 1: one FG location (total < 1)
+    fg = priors > 0.9
+    got = _prototypes(torch, torch.from_numpy(emb), torch.from_numpy(priors), torch.from_numpy(fg).float())
+    for b in range(2):
+        np.testing.assert_allclose(got[b].numpy(), weighted_prototype(emb[b], priors[b], fg[b]), rtol=1e-5)
+
+
+def test_the_class_balanced_loss_averages_positive_and_negative_pairs_separately():
+    import torch
+
+    from promote.ldps import _pair_loss
+
+    rng = np.random.default_rng(9)
+    logits = torch.from_numpy(rng.normal(size=(2, 3, 3)).astype(np.float32))
+    pos = torch.from_numpy((rng.random((2, 3, 3)) < 0.3).astype(np.float32))
+    neg = (1 - pos) * torch.from_numpy((rng.random((2, 3, 3)) < 0.6).astype(np.float32))
+    lg, p, n = logits.numpy().astype(np.float64), pos.numpy() > 0, neg.numpy() > 0
+    bce_pos, bce_neg = np.log1p(np.exp(-lg)), np.log1p(np.exp(lg))  # -log sigma(x), -log(1 - sigma(x))
+    per_image = [0.5 * (bce_pos[b][p[b]].mean() + bce_neg[b][n[b]].mean()) for b in range(2)]
+    assert float(_pair_loss(torch, logits, pos, neg, class_balance=True)) == pytest.approx(np.mean(per_image), rel=1e-5)
+    pooled = (bce_pos[p].sum() + bce_neg[n].sum()) / (p.sum() + n.sum())
+    assert float(_pair_loss(torch, logits, pos, neg, class_balance=False)) == pytest.approx(pooled, rel=1e-5)
+    # One positive pair and no negative one: either way the loss is that pair's BCE (an empty
+    # class adds nothing to the balanced loss).
+    one = torch.zeros((1, 3, 3))
+    one[0, 1, 2] = 1.0
+    none = torch.zeros((1, 3, 3))
+    single = float(bce_pos[0, 1, 2])
+    assert float(_pair_loss(torch, logits[:1], one, none, class_balance=False)) == pytest.approx(single, rel=1e-5)
+    assert float(_pair_loss(torch, logits[:1], one, none, class_balance=True)) == pytest.approx(0.5 * single, rel=1e-5)
+
+
+def test_training_skips_priors_without_fg_or_without_abg_under_the_given_thresholds():
+    rng = np.random.default_rng(10)
+    m = _square(SIZE, 8, 20)
+    feats = [_features(m, rng) for _ in range(3)]
+    good = np.where(m, 0.97, 0.05).astype(np.float32)
+    no_fg = np.where(m, 0.85, 0.05).astype(np.float32)  # above theta_afg, never above theta_fg
+    no_abg = np.where(m, 0.97, 0.25).astype(np.float32)  # nothing below theta_abg = 0.2
+    res = train_relation_network(feats, [good, no_fg, no_abg], tap_strides=STRIDES, input_size=SIZE, epochs=1,
+                                 channels=4, hidden=4, theta_abg=0.2, seed=0)
+    assert (res.images, res.skipped) == (1, 2)

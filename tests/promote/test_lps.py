@@ -177,3 +177,60 @@ def test_image_and_grid_resolution_agree_away_from_edges(trained):
     assert ((full > 0.5) == (grid > 0.5))[inner].all()
     with pytest.raises(ValueError, match="resolution"):
         lps_promote(f[0], prior, res.network, resolution="full")
+
+
+def test_eq3_rejects_mismatched_shapes_and_returns_float32():
+    emb = np.zeros((3, 2, 2))
+    for bad in [(np.zeros((3, 4)), np.zeros(3), np.zeros(3)),  # no (H, W)
+                (emb, np.zeros(2), np.zeros(3)),  # salient anchor of another dimension
+                (emb, np.zeros(3), np.zeros(4))]:  # background anchor of another dimension
+        with pytest.raises(ValueError, match=r"^embedding \(D, H, W\) and anchors \(D,\): got "):
+            nearest_anchor_probability(*bad)
+    p = nearest_anchor_probability(emb, np.ones(3), -np.ones(3))
+    assert p.dtype == np.float32 and p.shape == (2, 2)
+    np.testing.assert_allclose(p, 0.5)  # equidistant from both anchors
+
+
+def test_eq3_stays_finite_far_from_both_anchors_and_on_an_anchor():
+    from promote.lps import _eq3_flat
+
+    # Distances of 1e4: exp(-d) underflows, the sigmoid of the difference does not.
+    fg, bg = np.zeros(2), np.array([1e4, 0.0])
+    emb = np.array([[[-1e4, 2e4]], [[0.0, 0.0]]])  # nearer fg by 1e4, nearer bg by 1e4
+    with np.errstate(all="raise"):
+        p = nearest_anchor_probability(emb, fg, bg)
+    np.testing.assert_array_equal(p, [[1.0, 0.0]])
+    # An embedding on the salient anchor: the expanded squared distance can round below 0.
+    rng = np.random.default_rng(5)
+    mu = rng.normal(size=8).astype(np.float32) * 10
+    other = mu + 0.5
+    phi = np.stack([mu, other], axis=1)
+    fast = _eq3_flat(phi, (phi ** 2).sum(0), mu, other)
+    assert fast.dtype == np.float32 and np.isfinite(fast).all()
+    np.testing.assert_allclose(fast, nearest_anchor_probability(phi[:, :, None], mu, other)[:, 0], atol=1e-4)
+
+
+def test_region_anchor_of_a_light_or_empty_region():
+    emb = np.arange(8, dtype=np.float64).reshape(2, 2, 2)
+    w = np.array([[0.25, 0.0], [0.0, 0.25]])  # total weight below 1: still the weighted mean
+    np.testing.assert_allclose(region_anchor(emb, w), [(0 + 3) / 2, (4 + 7) / 2])
+    np.testing.assert_array_equal(region_anchor(emb, np.zeros((2, 2))), [0.0, 0.0])  # no region: 0, not NaN
+
+
+def test_eq5_reports_each_iterate_and_works_in_float32():
+    prior = np.array([[0.2, 0.9]], np.float64)
+    seen, reported = [], []
+
+    def step(y):
+        seen.append(y.dtype)
+        return np.array([[1.0, 0.0]]) * (len(seen) % 2)  # Z(0) = [1, 0], Z(1) = 0, Z(2) = [1, 0]
+
+    y = iterate_prior(prior, step, 3, each=lambda t, yt: reported.append((t, yt.copy())))
+    assert seen == [np.float32] * 3 and y.dtype == np.float32
+    assert [t for t, _ in reported] == [1, 2, 3]
+    np.testing.assert_allclose(reported[0][1], [[1.0, 0.0]])  # Y(1) = Z(0)
+    np.testing.assert_allclose(reported[1][1], [[0.5, 0.0]])  # Y(2) = (Z(0) + Z(1)) / 2
+    np.testing.assert_allclose(reported[2][1], [[2 / 3, 0.0]], rtol=1e-6)
+    np.testing.assert_array_equal(reported[2][1], y)
+    with pytest.raises(ValueError, match=r"^iterations: expected an integer >= 1"):
+        iterate_prior(prior, step, 0)
