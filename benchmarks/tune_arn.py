@@ -80,6 +80,43 @@ def split_taps(dataset: str, split: str, cache: Path | None, size: int = 224):
     return stems, feats, gts
 
 
+def _markdown(data, notes: str = "") -> str:
+    lines = [
+        "# ARN training options (DUTS-TR-1k train, ECSSD train validation)", "",
+        "Each configuration trains the decoder on the 1000 DUTS-TR-1k images (frozen EfficientNet-Lite0 taps, "
+        "224 x 224) and keeps the epoch of lowest MAE on the 500 ECSSD train images, whose scores are below "
+        f"({DURATION}). ECSSD test is not used. Made by:", "", *[f"- {r}" for r in data["runs"]], "",
+        "| configuration | max F | adaptive F | MAE | S-measure | best epoch | val MAE per epoch | train s | s/img infer |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in data["configs"].items():
+        v = r["validation"]
+        lines.append(f"| {name} | {v['maxF']:.4f} | {v['adpF']:.4f} | {v['MAE']:.4f} | {v['Sm']:.4f} | "
+                     f"{r['best_epoch']} | {', '.join(f'{x:.4f}' for x in r['val_mae_per_epoch'])} | "
+                     f"{r['train_seconds']:.0f} | {r['infer_seconds_per_image']:.4f} |")
+    lines += ["", "Options per configuration (all others: the `train_arn` defaults): " + "; ".join(
+        f"{n}: {r['options'] or 'defaults'}" for n, r in data["configs"].items()) + "."]
+    if notes:
+        lines += ["", notes.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def _merge(args) -> int:
+    import json
+
+    from benchmarks._common import RESULTS
+
+    merged = {"epochs": None, "runs": [], "configs": {}}
+    for name in args.merge:
+        d = json.loads((RESULTS / f"{name}.json").read_text())
+        merged["epochs"] = d["epochs"]
+        merged["runs"] += d.get("runs", [])
+        merged["configs"].update(d["configs"])
+    notes = args.notes.read_text() if args.notes else ""
+    write_results(args.results, merged, _markdown(merged, notes))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -88,7 +125,12 @@ def main(argv=None) -> int:
     ap.add_argument("--save", type=Path, help="folder for each configuration's kept model (NAME.npz)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--results", default="tune_arn")
+    ap.add_argument("--merge", nargs="+", metavar="NAME",
+                    help="only rebuild --results from the configurations of earlier runs' NAME.json files")
+    ap.add_argument("--notes", type=Path, help="with --merge: a markdown file appended to the table")
     args = ap.parse_args(argv)
+    if args.merge:
+        return _merge(args)
 
     import torch
 
@@ -102,6 +144,7 @@ def main(argv=None) -> int:
     print(f"taps: {len(train_f)} train, {len(val_f)} validation images, {time.perf_counter() - t0:.0f} s", flush=True)
 
     rows = {}
+    t_configs = time.perf_counter()
     for name in args.configs:
         opts = CONFIGS[name]
 
@@ -129,25 +172,11 @@ def main(argv=None) -> int:
                              "seconds": round(res.seconds, 1), "options": rows[name]["options"]},
                 "validation": {"ECSSD-train": scores}})
 
-    lines = [
-        "# ARN training options (DUTS-TR-1k train, ECSSD train validation)", "",
-        f"`.venv/bin/python benchmarks/tune_arn.py --epochs {args.epochs} --threads {args.threads}"
-        f" --configs {' '.join(repr(c) if ' ' in c else c for c in args.configs)}` ({DURATION}; load average "
-        f"{load_average()} at the end). Each configuration trains the decoder on the 1000 DUTS-TR-1k images "
-        "(frozen EfficientNet-Lite0 taps, 224 x 224) and keeps the epoch of lowest MAE on the 500 ECSSD train "
-        "images, whose scores are below. ECSSD test is not used.", "",
-        "| configuration | max F | adaptive F | MAE | S-measure | best epoch | val MAE per epoch | train s | s/img infer |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in rows.items():
-        v = r["validation"]
-        lines.append(f"| {name} | {v['maxF']:.4f} | {v['adpF']:.4f} | {v['MAE']:.4f} | {v['Sm']:.4f} | "
-                     f"{r['best_epoch']} | {', '.join(f'{x:.4f}' for x in r['val_mae_per_epoch'])} | "
-                     f"{r['train_seconds']:.0f} | {r['infer_seconds_per_image']:.4f} |")
-    lines.append("")
-    lines.append("Options per configuration (all others: the `train_arn` defaults): " + "; ".join(
-        f"{n}: {r['options'] or 'defaults'}" for n, r in rows.items()) + ".")
-    write_results(args.results, {"epochs": args.epochs, "configs": rows}, "\n".join(lines) + "\n")
+    header = (f"`.venv/bin/python benchmarks/tune_arn.py --epochs {args.epochs} --threads {args.threads} --configs "
+              f"{' '.join(repr(c) if ' ' in c else c for c in args.configs)}` ({(time.perf_counter() - t_configs) / 60:.0f}"
+              f" min; load average {load_average()} at the end)")
+    data = {"epochs": args.epochs, "runs": [header], "configs": rows}
+    write_results(args.results, data, _markdown(data))
     return 0
 
 

@@ -122,6 +122,17 @@ def test_the_network_maps_a_224_batch_to_224_maps_in_0_1():
         assert resized[0].shape == (300, 400)
 
 
+def test_vgg16_side_outputs_fit_the_same_decoder():
+    # VGG16's relu2_2, relu3_3, relu4_3, relu5_3 and pool5 (backbones/vgg.py) under the same stride names
+    vgg = {"s2": 128, "s4": 256, "s8": 512, "s16": 512, "s32": 512}
+    net = ArnNetwork.create(tap_channels=vgg, tap_strides=STRIDES, widths=(2, 2, 4, 4), rcl_steps=1, input_size=64)
+    rng = np.random.default_rng(5)
+    feats = [{t: rng.standard_normal((c, 64 // STRIDES[t], 64 // STRIDES[t])).astype(np.float16) for t, c in vgg.items()}]
+    (m,) = arn_saliency(feats, net, [(50, 70)])
+    assert m.shape == (50, 70) and 0 <= m.min() and m.max() <= 1
+    assert net.hparams["tap_channels"] == [128, 256, 512, 512, 512]
+
+
 def test_one_training_step_lowers_the_loss_on_a_fixed_batch():
     import torch.nn.functional as F
 
