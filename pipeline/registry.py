@@ -11,7 +11,11 @@ Granularities and function signatures
     ``func(inputs, params, ctx) -> dict[str, ndarray]``; ``inputs[s]`` is stage ``s``'s dict for
     this image, or ``s``'s whole dict when ``s`` is a pool-level stage. A ``batched`` stage takes and
     returns lists instead (``func([inputs, ...], params, ctx) -> [dict, ...]``), so that a detector
-    can run batched; the runner chooses the batch size (a resource, never a parameter).
+    can run batched; the runner chooses the batch size (a resource, never a parameter). A stage
+    that reads its neighbours (``neighbour_inputs=NeighbourInputs(table, stages)``) is called
+    ``func(inputs, neighbours, params, ctx)``: ``neighbours`` is a list, one entry per neighbour of
+    the image in the table's row order, each a dict of the named stages' results for that
+    neighbour (image stages) and for the pair (image, neighbour) (pair stages).
 ``"pair"``
     ``func(inputs_a, inputs_b, inputs_pair, params, ctx) -> dict``: one call per (target,
     neighbour) pair of the table of the pool stage named by ``pairs_from``; ``inputs_pair[s]`` is
@@ -218,6 +222,25 @@ class ModelSlot:
 
 
 @dataclass(frozen=True)
+class NeighbourInputs:
+    """What an image stage reads of the image's neighbours (MIJR: of its retrieved images).
+
+    Attributes
+    ----------
+    table : str
+        The pool stage whose table (``stems``, ``index``: -1 none) lists each image's neighbours,
+        as a pair stage's ``pairs_from``.
+    stages : tuple of str
+        Stages read per neighbour: image stages (the neighbour's result) and pair stages (the
+        result of the pair (image, neighbour)). A neighbour one of them lacks (a failed item) is
+        left out of the list, so an image keeps the neighbours that could be computed.
+    """
+
+    table: str
+    stages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ItemContext:
     """What a stage function gets besides its inputs and parameters.
 
@@ -283,6 +306,8 @@ class Stage:
         of ``method`` has the same default (checked by the tests).
     learned : ModelSlot or None
         Learned stages: the model parameter and the stage that trains it on a pool.
+    neighbour_inputs : NeighbourInputs or None
+        Image stages that read the results of their neighbours too (see the module docstring).
     resources : Resources
         Workers, GPU and batch hints (outside the key).
     store : bool
@@ -308,6 +333,7 @@ class Stage:
     pairs_from: str | None = None
     method: Callable[..., Any] | None = None
     learned: ModelSlot | None = None
+    neighbour_inputs: NeighbourInputs | None = None
     resources: Resources = Resources()
     store: bool = True
 
@@ -330,14 +356,19 @@ class Stage:
             raise ValueError(f"stage {self.name}: only image stages that produce no map can be unstored")
         if self.learned is not None and self.learned.param not in names:
             raise ValueError(f"stage {self.name}: learned stage without a {self.learned.param!r} parameter")
+        if self.neighbour_inputs is not None and (self.granularity != "image" or self.batched or not self.store):
+            raise ValueError(f"stage {self.name}: only unbatched, stored image stages read neighbour inputs")
 
     def default_params(self):
         return self.params()
 
     def all_inputs(self, params) -> tuple[str, ...]:
-        """Static inputs, the stages named by prior parameters, the pair table, the trainer."""
+        """Static inputs, the stages named by prior parameters, the pair or neighbour table and the
+        stages read of neighbours, the trainer."""
         extra = tuple(getattr(params, p) for p in self.prior_params if getattr(params, p))
         pairs = (self.pairs_from,) if self.pairs_from else ()
+        if self.neighbour_inputs is not None:
+            pairs = (self.neighbour_inputs.table, *self.neighbour_inputs.stages)
         trainer = ()
         if self.learned is not None and getattr(params, self.learned.param) == "train":
             trainer = (self.learned.trainer,)
@@ -466,6 +497,7 @@ def topological_order(names: list[str], params: dict[str, Any]) -> list[str]:
 __all__ = [
     "ItemContext",
     "ModelSlot",
+    "NeighbourInputs",
     "NoParams",
     "Resources",
     "Stage",

@@ -289,7 +289,9 @@ class _Task:
     stage: str
     items: list[Any]  # one item, or a batch
     keys: list[str]
-    refs: list[Any]  # per item: refs dict (image/pool), or (refs_a, refs_b, refs_pair) for pairs
+    # per item: refs dict (image/pool), (refs_a, refs_b, refs_pair) for pairs, or (refs, [refs of
+    # each neighbour]) for an image stage with neighbour inputs
+    refs: list[Any]
     contexts: list[registry.ItemContext]
     map_paths: list[str | None]
 
@@ -329,6 +331,10 @@ def _execute(task: _Task, params, cache_root: str, threads: int) -> list[_Outcom
             if stage.granularity == "pair":
                 refs_a, refs_b, refs_pair = task.refs[0]
                 results = [stage.func(_load_inputs(refs_a), _load_inputs(refs_b), _load_inputs(refs_pair),
+                                      params, task.contexts[0])]
+            elif stage.neighbour_inputs is not None:
+                refs, neighbour_refs = task.refs[0]
+                results = [stage.func(_load_inputs(refs), [_load_inputs(r) for r in neighbour_refs],
                                       params, task.contexts[0])]
             elif stage.batched:
                 batch_ctx = dataclasses.replace(task.contexts[0], item=tuple(task.items))
@@ -741,14 +747,44 @@ class Runner:
             plan.refs[item] = (ra, rb, rp)
             plan.contexts[item] = dataclasses.replace(ctx, item=item)
 
+    def _neighbour_refs(self, stages: tuple[str, ...], stem, neighbours) -> tuple[list, list]:
+        """Per neighbour of ``stem`` (in table order) the refs and keys of the named stages' results
+        for it (image stages) and for the pair (pair stages); a neighbour missing one is left out."""
+        all_refs, all_keys = [], []
+        for other in neighbours:
+            refs, keys = {}, []
+            for d in stages:
+                if registry.get(d).granularity == "pair":
+                    item, dk = (stem, other), self.keys.get(d, {}).get((stem, other))
+                else:
+                    item, dk = other, self._input_key(d, other)
+                if dk is None:
+                    break
+                refs[d] = self._ref(d, dk, item)
+                keys.append((d, dk))
+            else:
+                all_refs.append(refs)
+                all_keys.append((other, keys))
+        return all_refs, all_keys
+
     def _plan_images(self, stage, params, deps, ctx, plan: _Plan):
         pdict = self._key_params(stage, params)
         extra = self._extra_key(stage)
+        neighbours_of: dict[str, list[str]] | None = None
+        if stage.neighbour_inputs is not None:
+            neighbours_of = {}
+            for a, b in self._pairs(stage.neighbour_inputs.table):
+                neighbours_of.setdefault(a, []).append(b)
         for stem in self._image_items():
             refs, keys = self._image_refs(deps, stem)
             if refs is None:
                 plan.skipped.append(stem)
                 continue
+            if neighbours_of is not None:
+                neighbour_refs, neighbour_keys = self._neighbour_refs(
+                    stage.neighbour_inputs.stages, stem, neighbours_of.get(stem, ()))
+                refs = (refs, neighbour_refs)
+                keys = [*keys, ("neighbours", neighbour_keys)]
             file_hash, path = None, None
             if stage.file_input:
                 path = self.files[stage.file_input].get(stem)
