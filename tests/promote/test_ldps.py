@@ -56,6 +56,24 @@ def test_guide_masks_follow_the_thresholds():
     assert not fg.any() and afg.all()
 
 
+
+def test_guide_masks_are_strict_and_thresholds_may_meet_or_reach_one():
+    # Sec. 4.2's inequalities are strict: a value on a threshold is in none of the masks it bounds.
+    prior = np.array([[0.75, 0.5, 0.25]], np.float32)  # exact in float32
+    fg, afg, abg = guide_masks(prior, 0.75, 0.5, 0.25)
+    np.testing.assert_array_equal(fg, [[0, 0, 0]])
+    np.testing.assert_array_equal(afg, [[1, 0, 0]])
+    np.testing.assert_array_equal(abg, [[0, 0, 0]])
+    # Equal thresholds and theta_fg = 1 are allowed; a threshold above 1 is not.
+    _, afg, abg = guide_masks(prior, 0.5, 0.5, 0.5)
+    np.testing.assert_array_equal(afg, [[1, 0, 0]])
+    np.testing.assert_array_equal(abg, [[0, 0, 1]])
+    fg, _, _ = guide_masks(np.array([[1.0]]), 1.0, 0.8, 0.3)
+    assert not fg.any()  # nothing is above 1
+    with pytest.raises(ValueError, match=r"^thresholds: expected 0 <= theta_abg <= theta_afg <= theta_fg <= 1, got 0.3, 0.8, 1.5$"):
+        guide_masks(prior, 1.5, 0.8, 0.3)
+
+
 def test_prototype_is_the_saliency_weighted_mean_of_fg_features():
     # Eq. 7 by hand: FG = the two locations above 0.9, weights 0.92 / (0.92 + 1.0) and 1.0 / 1.92.
     prior = np.array([[0.92, 0.5], [0.1, 1.0]], np.float32)
