@@ -167,6 +167,13 @@ def build_params(
         for p in stage.prior_params:
             if p in trainer.prior_params and p in values[name] and p not in values[trainer.name]:
                 values[trainer.name][p] = values[name][p]
+    # Likewise a prior-guided stage that another reads (crf_pseudo_gt, read by relearn and
+    # relearn_fit) follows the reader's prior unless its own is set: the pseudo GT of the map promoted.
+    for name, stage in stages.items():
+        for dep in (d for d in stage.inputs if d in stages):
+            for p in stage.prior_params:
+                if p in stages[dep].prior_params and p in values[name] and p not in values[dep]:
+                    values[dep][p] = values[name][p]
 
     params = {}
     for name, stage in stages.items():

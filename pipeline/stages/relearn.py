@@ -1,0 +1,285 @@
+"""MIJR re-learning stages (Sec. III-B, IV): a prior map promoted by re-learning its hard
+superpixels from aligned easy ones in the image's retrieved neighbours.
+
+* ``superpixel_features`` (image, batched) pools the ``deep_features`` taps over the ``slic``
+  superpixels (:func:`relearn.superpixel_features_batch`, Sec. III-B): computed once per image and
+  read again wherever the image is a neighbour.
+* ``crf_pseudo_gt`` (image) is the bi-level CRF pseudo GT of the map stage named by ``prior``
+  (:func:`relearn.crf_pseudo_gt`, Sec. IV-A): its pixels and, per superpixel, the trusted salient
+  and background fractions (:func:`relearn.pseudo_gt_fractions`) that neighbours are read by.
+* ``relearn_fit`` (pool, needs ``--gt``) trains the instance-pair filter and the joint model
+  (:func:`relearn.train_relearn`, Sec. IV-B, IV-C) on the pool's images, their ``neighbours`` and
+  ``alignment`` pairs; ``python -m pipeline train relearn`` writes the model file and its card.
+* ``relearn`` (image) promotes the prior with a trained model (:func:`relearn.relearn_image`),
+  reading the same stages of the image's neighbours and the alignments to them.
+
+The prior: ``relearn.prior`` names the map promoted (``priors``: the user's ``--priors``), and
+``relearn_fit`` and ``crf_pseudo_gt`` follow it unless their own is set
+(:func:`pipeline.config.build_params`): the pseudo GT must be made from the map that is promoted,
+and both stages check that it was.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from pipeline.registry import ModelSlot, NeighbourInputs, Resources, Stage, param, register
+from relearn import (
+    DEFAULT_TAPS,
+    M_NEIGHBOURS,
+    SIGMA_S2,
+    T1,
+    T2,
+    Neighbour,
+    NeighbourRef,
+    PoolImage,
+    crf_pseudo_gt,
+    pseudo_gt_fractions,
+    relearn_image,
+    superpixel_features_batch,
+    train_relearn,
+)
+from relearn._nets import FC5_WIDTHS
+from relearn.instance_pairs import N_NEGATIVE, N_POSITIVE
+from relearn.joint import MIN_ERROR
+from relearn.pseudo_gt import CRF_AGGRESSIVE, CRF_CONSERVATIVE
+
+# the stages relearn reads of each neighbour: its superpixel features and pseudo GT fractions,
+# and the alignment of the pair (image, neighbour)
+NEIGHBOUR_STAGES = ("superpixel_features", "crf_pseudo_gt", "alignment")
+
+
+@dataclass(frozen=True)
+class SuperpixelFeaturesParams:
+    """Parameters of ``superpixel_features`` (:func:`relearn.superpixel_features_batch`).
+
+    Parameters
+    ----------
+    taps : tuple of str
+        ``deep_features`` taps pooled, concatenated in this order (all five of EfficientNet-Lite0:
+        2 x 512 = 1024 values per superpixel).
+    """
+
+    taps: tuple[str, ...] = DEFAULT_TAPS
+
+
+def run_superpixel_features(batch, params: SuperpixelFeaturesParams, ctx):
+    feats = superpixel_features_batch([b["deep_features"] for b in batch], [b["slic"]["labels"] for b in batch],
+                                      taps=params.taps, device=ctx.device)
+    taps = np.array(params.taps, dtype=str)
+    return [{"features": f.astype(np.float16), "taps": taps} for f in feats]
+
+
+@dataclass(frozen=True)
+class CrfPseudoGtParams:
+    """Parameters of ``crf_pseudo_gt`` (:func:`relearn.crf_pseudo_gt`; MIJR Sec. IV-A, Eq. 5).
+
+    Parameters
+    ----------
+    prior : str
+        The map stage the CRFs start from (follows ``relearn.prior`` unless set).
+    aggressive : tuple of float
+        theta_alpha, theta_beta, theta_gamma of CRFa (paper: 5, 1, 2).
+    conservative : tuple of float
+        theta_alpha, theta_beta, theta_gamma of CRFc (paper: 200, 50, 20).
+    appearance_weight, smoothness_weight : float
+        w1, w2 of Eq. 5 for both CRFs.
+    n_iterations : int
+        Mean-field iterations of each CRF.
+    """
+
+    prior: str = "u2netp"
+    aggressive: tuple[float, ...] = param(CRF_AGGRESSIVE, gt=0)
+    conservative: tuple[float, ...] = param(CRF_CONSERVATIVE, gt=0)
+    appearance_weight: float = param(10.0, ge=0)
+    smoothness_weight: float = param(3.0, ge=0)
+    n_iterations: int = param(5, ge=1)
+
+
+def run_crf_pseudo_gt(inputs, params: CrfPseudoGtParams, ctx):
+    kwargs = asdict(params)
+    prior = kwargs.pop("prior")
+    labels = inputs["slic"]["labels"]
+    pgt = crf_pseudo_gt(inputs["pool"]["image"], inputs[prior]["map"], **kwargs)
+    return {"pixels": pgt.pixels, "fractions": pseudo_gt_fractions(pgt.pixels, labels).astype(np.float32),
+            "prior": np.array(prior)}
+
+
+def _check_prior(pseudo, prior: str, stage: str) -> None:
+    made_from = str(pseudo["prior"])
+    if made_from != prior:
+        raise ValueError(f"{stage}.prior = {prior!r} but the pseudo GT was made from {made_from!r}: "
+                         f"set crf_pseudo_gt.prior={prior} too")
+
+
+@dataclass(frozen=True)
+class RelearnFitParams:
+    """Parameters of ``relearn_fit`` (:func:`relearn.train_relearn`; MIJR Sec. IV-B, IV-C, V-B).
+
+    Parameters
+    ----------
+    prior : str
+        The map stage re-learned from (follows ``relearn.prior`` unless set).
+    t1, t2 : float
+        Table I thresholds (paper: 0.15, 0.90).
+    n_positive, n_negative : int
+        The filter's training draw of positive and negative pairs (paper: 30 000 and 50 000).
+    max_targets : int
+        At most this many target superpixels (drawn at random) train the joint model.
+    context : bool
+        Append the six context values to the pair inputs (false: the paper's {xi_i, xi_j} alone).
+    m : int
+        M, aligned neighbours per target (paper: 5); the first M of the neighbours table.
+    widths : tuple of int
+        Widths of the five FC layers of the filter and of each saliency classifier.
+    learning_rate, momentum, weight_decay : float
+        SGD of both networks (paper: 0.001, 0.9, 0.005).
+    iterations : int
+        SGD steps of each network (paper: 80 000).
+    batch_size : int
+        Pairs (filter) or targets (joint model) per step.
+    min_error : float
+        The e_m clip of Eq. 8.
+    seed : int
+        Draws, initialisations and batch orders.
+    """
+
+    prior: str = "u2netp"
+    t1: float = param(T1, ge=0, le=1)
+    t2: float = param(T2, ge=0, le=1)
+    n_positive: int = param(N_POSITIVE, ge=1)
+    n_negative: int = param(N_NEGATIVE, ge=1)
+    max_targets: int = param(20_000, ge=1)
+    context: bool = True
+    m: int = param(M_NEIGHBOURS, ge=1)
+    widths: tuple[int, ...] = param(FC5_WIDTHS, ge=1)
+    learning_rate: float = param(1e-3, gt=0)
+    momentum: float = param(0.9, ge=0, lt=1)
+    weight_decay: float = param(5e-3, ge=0)
+    iterations: int = param(80_000, ge=1)
+    batch_size: int = param(64, ge=1)
+    min_error: float = param(MIN_ERROR, gt=0, lt=0.5)
+    seed: int = param(0, ge=0)
+
+
+def _pool_images(inputs, prior: str, m: int):
+    """The pool's cached stages -> (stems, PoolImage list); one read of each artifact."""
+    feats, slic, pseudo, maps = (inputs[s] for s in ("superpixel_features", "slic", "crf_pseudo_gt", prior))
+    gt, alignment = inputs["gt"], inputs["alignment"]
+    (table,) = inputs["neighbours"].values()
+    # key sets: a membership test of a lazy mapping would load the artifact
+    stems = sorted(set(feats) & set(slic) & set(pseudo) & set(maps))
+    with_gt = set(gt)
+    if not stems:
+        raise ValueError(f"relearn_fit: no image has superpixel features, slic labels, a pseudo GT and a {prior} map")
+    position = {s: k for k, s in enumerate(stems)}
+    row = {str(s): r for s, r in zip(table["stems"], np.asarray(table["index"]))}
+    table_stems = [str(s) for s in table["stems"]]
+    aligned = set(alignment)
+    images, taps = [], None
+    for s in stems:
+        f, ps = feats[s], pseudo[s]
+        _check_prior(ps, prior, "relearn_fit")
+        taps = taps if taps is not None else [str(t) for t in f["taps"]]
+        refs = []
+        for j in row.get(s, ()):
+            other = table_stems[j] if j >= 0 else None
+            if other in position and (s, other) in aligned and len(refs) < m:
+                a = alignment[(s, other)]
+                refs.append(NeighbourRef(position[other], a["superpixel_match"], a["superpixel_distance"]))
+        images.append(PoolImage(features=f["features"], labels=slic[s]["labels"], prior=maps[s]["map"],
+                                pseudo_gt=ps["pixels"], gt=gt[s]["mask"] if s in with_gt else None,
+                                neighbours=tuple(refs)))
+    return stems, images, taps
+
+
+def run_relearn_fit(inputs, params: RelearnFitParams, ctx):
+    """The pool's cached stages and --gt masks -> a relearn model (arrays + meta)."""
+    from pipeline.models import model_result
+
+    kwargs = asdict(params)
+    prior = kwargs.pop("prior")
+    stems, images, taps = _pool_images(inputs, prior, params.m)
+    t0 = time.perf_counter()
+    fit = train_relearn(images, taps=taps, device=ctx.device, **kwargs)
+    seconds = time.perf_counter() - t0
+    model, record = fit.model, fit.record
+    return model_result(model.state_arrays(), {
+        "stage": "relearn",
+        "hparams": model.hparams,
+        "training": {"seconds": round(seconds, 1), "prior": prior, "parameters": model.n_parameters(),
+                     "data": {"images": len(stems), "targets": record["targets"]}, "record": record},
+        "validation": {"filter_train_accuracy": round(record["filter_train_accuracy"], 4),
+                       "final_joint_loss": round(record["joint_loss"][-1], 5),
+                       "pairs_positive": record["pairs_positive"], "pairs_labelled": record["pairs_labelled"]},
+    })
+
+
+@dataclass(frozen=True)
+class RelearnParams:
+    """Parameters of ``relearn`` (:func:`relearn.relearn_image`; MIJR Sec. IV-C).
+
+    Parameters
+    ----------
+    prior : str
+        The map stage to promote (``priors``: the user's ``--priors`` maps).
+    model : str
+        ``train`` (fit by ``relearn_fit`` on this pool's ``--gt``), a model file, or a shipped model name.
+    sigma_s2 : float
+        Width of the spatial weighting's kernel, in normalised coordinates (0: none).
+    """
+
+    prior: str = "u2netp"
+    model: str = "relearn-duts"
+    sigma_s2: float = param(SIGMA_S2, ge=0)
+
+
+def _relearn_model(model):
+    from relearn import RelearnModel
+
+    return RelearnModel.from_state(model.arrays, model.hparams)
+
+
+def run_relearn(inputs, neighbours, params: RelearnParams, ctx):
+    model = ctx.model.build(_relearn_model, ctx.device)
+    pseudo = inputs["crf_pseudo_gt"]
+    _check_prior(pseudo, params.prior, "relearn")
+    nbs = []
+    for nb in neighbours[:model.settings["m"]]:  # the first M retrieved images
+        _check_prior(nb["crf_pseudo_gt"], params.prior, "relearn")
+        a = nb["alignment"]
+        nbs.append(Neighbour(nb["superpixel_features"]["features"], nb["crf_pseudo_gt"]["fractions"],
+                             a["superpixel_match"], a["superpixel_distance"]))
+    r = relearn_image(model, inputs["superpixel_features"]["features"], inputs["slic"]["labels"],
+                      inputs[params.prior]["map"], pseudo["pixels"], nbs, sigma_s2=params.sigma_s2,
+                      device=ctx.device)
+    return {"map": r.map, "relearned": r.relearned}
+
+
+register(Stage(
+    name="superpixel_features", version="1", inputs=("deep_features", "slic"), params=SuperpixelFeaturesParams,
+    granularity="image", func=run_superpixel_features, method=superpixel_features_batch, batched=True,
+    resources=Resources(wants_gpu=True, cpu_batch=4, gpu_batch=32),
+    doc="two-scale deep features of each superpixel: its own and its neighbourhood's (MIJR Sec. III-B)",
+))
+register(Stage(
+    name="crf_pseudo_gt", version="1", inputs=("pool", "slic"), params=CrfPseudoGtParams, granularity="image",
+    func=run_crf_pseudo_gt, method=crf_pseudo_gt, prior_params=("prior",),
+    doc="bi-level CRF pseudo GT of a prior map: CRFa AND CRFc salient, neither background (MIJR Sec. IV-A)",
+))
+register(Stage(
+    name="relearn_fit", version="1",
+    inputs=("superpixel_features", "slic", "crf_pseudo_gt", "neighbours", "alignment", "gt"),
+    params=RelearnFitParams, granularity="pool", func=run_relearn_fit, method=train_relearn,
+    prior_params=("prior",), run_input="gt", resources=Resources(wants_gpu=True),
+    doc="train the MIJR instance-pair filter and joint re-learning model on the pool and its --gt masks",
+))
+register(Stage(
+    name="relearn", version="1", inputs=("slic", "superpixel_features", "crf_pseudo_gt"), params=RelearnParams,
+    granularity="image", func=run_relearn, method=relearn_image, produces_map=True, prior_params=("prior",),
+    learned=ModelSlot(trainer="relearn_fit"), neighbour_inputs=NeighbourInputs("neighbours", NEIGHBOUR_STAGES),
+    doc="MIJR re-learning: hard superpixels re-learned from aligned easy ones of similar images",
+))
