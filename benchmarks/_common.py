@@ -69,6 +69,18 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return gt
 
 
+def read_map(path: str | os.PathLike, shape) -> np.ndarray:
+    """A saliency map file as ``(H, W) float32`` in [0, 1], resized (bilinear) to ``shape`` if needed."""
+    import cv2
+
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise OSError(f"cannot read map {path}")
+    if m.shape != tuple(shape):
+        m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return m.astype(np.float32) / 255.0
+
+
 def load_split(
     dataset: str, split: str, n: int | None = None, seed: int = 0
 ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:

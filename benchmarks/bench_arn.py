@@ -40,6 +40,7 @@ from benchmarks._common import (  # noqa: E402
     gt_path,
     image_path,
     load_average,
+    read_map,
     read_mask,
     read_rgb,
     split_stems,
@@ -54,17 +55,6 @@ PUBLISHED = ("Amulet", "DSS", "PiCANet", "BSCA", "GS", "RBD")
 CLASSICAL = ("contrast", "gradsal", "BSCA", "GS", "RBD")  # the maps ARN must beat on every metric
 # ARN (Sun et al. 2018), Table 1, ECSSD: MAE 0.0637, F-measure 0.9133 (VGG16 fine-tuned on 9.5k images)
 PAPER_ECSSD = {"mae": 0.0637, "max_f": 0.9133}
-
-
-def _read_map(path: Path, shape) -> np.ndarray:
-    import cv2
-
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        raise OSError(f"cannot read map {path}")
-    if m.shape != shape:
-        m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    return m.astype(np.float32) / 255.0
 
 
 def _taps(backbone, dataset, stems, size, taps):
@@ -165,10 +155,10 @@ def main(argv=None) -> int:
             seconds[name] = (time.perf_counter() - t0) / len(stems)
             maps[name] = dict(zip(stems, out))
         for prior in OURS:
-            maps[prior] = {s: _read_map(folder / prior / f"{s}.png", gts[s].shape) for s in stems}
+            maps[prior] = {s: read_map(folder / prior / f"{s}.png", gts[s].shape) for s in stems}
         if dataset == "SOD":
             for prior in PUBLISHED:
-                maps[prior] = {s: _read_map(dataset_dir("SOD") / "priors" / prior / f"{s}.png", gts[s].shape)
+                maps[prior] = {s: read_map(dataset_dir("SOD") / "priors" / prior / f"{s}.png", gts[s].shape)
                                for s in stems}
         scores = _score(maps, gts)
         result["datasets"][dataset] = {"scores": scores, "taps_s_per_image": taps_s,

@@ -47,6 +47,7 @@ from benchmarks._common import (  # noqa: E402
     gt_path,
     image_path,
     load_average,
+    read_map,
     read_mask,
     read_rgb,
     sod_scores,
@@ -58,17 +59,6 @@ DURATION = "~60 min on 2 cores (9 priors x crf, pool training, single-image fits
 
 # LDPS (AAAI 2020) Table 1, ECSSD, PiCANet: adaptive F / MAE before and after.
 PAPER_PICANET_ECSSD = ((0.8872, 0.0456), (0.9096, 0.0406))
-
-
-def _read_prior(path: Path, shape) -> np.ndarray:
-    import cv2
-
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        raise OSError(f"cannot read prior {path}")
-    if m.shape != tuple(shape):
-        m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    return m.astype(np.float32) / 255.0
 
 
 def _taps(net, images, taps, size):
@@ -84,12 +74,12 @@ def _taps(net, images, taps, size):
 def _priors(dataset, stems, images, gts, ecssd_maps):
     if dataset == "SOD":
         root = dataset_dir("SOD") / "priors"
-        return {m: [_read_prior(root / m / f"{s}.png", g.shape) for s, g in zip(stems, gts)]
+        return {m: [read_map(root / m / f"{s}.png", g.shape) for s, g in zip(stems, gts)]
                 for m in sorted(d.name for d in root.iterdir() if d.is_dir())}
     out = {}
     for method in ("u2netp", "contrast", "gradsal"):
         if ecssd_maps is not None and (Path(ecssd_maps) / method).is_dir():
-            out[method] = [_read_prior(Path(ecssd_maps) / method / f"{s}.png", g.shape) for s, g in zip(stems, gts)]
+            out[method] = [read_map(Path(ecssd_maps) / method / f"{s}.png", g.shape) for s, g in zip(stems, gts)]
         elif method == "u2netp":
             from detect.u2netp import u2netp_map
 

@@ -43,6 +43,7 @@ from benchmarks._common import (  # noqa: E402
     gt_path,
     image_path,
     load_average,
+    read_map,
     read_mask,
     read_rgb,
     split_stems,
@@ -69,17 +70,6 @@ def _taps(stems, dataset, backbone, params):
     return feats, (time.perf_counter() - t0) / len(stems)
 
 
-def _read_prior(path: Path, shape) -> np.ndarray:
-    import cv2
-
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        raise OSError(f"cannot read prior map {path}")
-    if m.shape != shape:
-        m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    return m.astype(np.float32) / 255.0
-
-
 def _score(maps: dict, gts: dict) -> dict:
     from pipeline.evaluation import evaluate_methods
 
@@ -95,7 +85,7 @@ def _dataset(name, stems, priors_of, settings, backbone, params):
     feats, feat_s = _taps(stems, name, backbone, params)
     out = {"features_s_per_image": feat_s, "priors": {}}
     for prior_name, folder in priors_of.items():
-        priors = {s: _read_prior(folder / f"{s}.png", gts[s].shape) for s in stems}
+        priors = {s: read_map(folder / f"{s}.png", gts[s].shape) for s in stems}
         maps, seconds = {prior_name: priors}, {}
         for kind, network, Ts in settings:
             labels = {T: f"LPS {kind} T={T}" for T in Ts}
