@@ -1,5 +1,7 @@
-"""Backbone taps as the promoters' networks read them: checked against a model, stacked as torch
-tensors, and the map resizing both promoters use. Private to :mod:`promote`."""
+"""Backbone taps as the learned heads read them: checked against a model, stacked as torch tensors,
+the map resizing, and the model-array round trip. Shared by the heads over cached ``deep_features``
+(:mod:`promote`'s LPS and LDPS, :mod:`detect.arn`, :mod:`relearn`'s filter and joint model), not a
+public API."""
 
 from __future__ import annotations
 
