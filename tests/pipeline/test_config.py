@@ -216,3 +216,17 @@ def test_parameters_a_params_class_refuses_are_a_config_error(monkeypatch):
     with pytest.raises(ConfigError) as err:
         build_params(None, ["test_mean.n=11"])
     assert str(err.value) == "stage test_mean: bad parameters (n too big)"
+
+
+def test_a_trainer_follows_its_promoters_prior_unless_its_own_is_set():
+    # ldps_fit (the trainer of the learned stage ldps) shares the prior parameter with it
+    params, _ = build_params(None, ["ldps.prior=contrast"])
+    assert params["ldps_fit"].prior == "contrast" and params["ldps"].prior == "contrast"
+    params, _ = build_params(None, ["ldps.prior=contrast", "ldps_fit.prior=gradsal"])
+    assert params["ldps_fit"].prior == "gradsal" and params["ldps"].prior == "contrast"
+    params, _ = build_params(None, ["ldps_fit.prior=gradsal"])
+    assert params["ldps_fit"].prior == "gradsal" and params["ldps"].prior == "u2netp"
+    params, _ = build_params(None, ["lps.prior=contrast"])
+    assert params["lps"].prior == "contrast"  # lps_fit has no prior: nothing to follow, no error
+    params, _ = build_params(None, [])
+    assert params["ldps_fit"].prior == params["ldps"].prior == "u2netp"
