@@ -182,16 +182,6 @@ def _modules():
     return ARN
 
 
-def _he_init(module) -> None:
-    from torch import nn
-
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")  # ref. [10]
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
 @dataclass
 class ArnNetwork(_taps.ArraysModel):
     """The ARN decoder and its hyper-parameters (plain arrays, no pickle).
@@ -239,7 +229,9 @@ class ArnNetwork(_taps.ArraysModel):
         torch.manual_seed(int(seed))
         module = _modules()(hp["tap_channels"][:3], sum(hp["tap_channels"][3:]), hp["widths"], hp["rcl_steps"],
                             hp["attention"], hp["attention_keys"], hp["tap_channels"])
-        _he_init(module)
+        from torch import nn
+
+        _taps.he_init(module, (nn.Conv2d, nn.ConvTranspose2d))  # ref. [10]
         return cls(module, hp)
 
     @classmethod

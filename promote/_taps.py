@@ -58,6 +58,21 @@ def load_arrays(module, arrays: Mapping[str, np.ndarray]) -> None:
     module.eval()
 
 
+def he_init(module, layer_types: tuple, slope: float = 0.0) -> None:
+    """He initialisation (ref. He et al. 2015) of every layer of ``layer_types`` in ``module``, zero
+    biases: for ReLU (``slope`` 0) or a leaky ReLU / PReLU of negative slope ``slope``."""
+    from torch import nn
+
+    for mod in module.modules():
+        if isinstance(mod, layer_types):
+            if slope:
+                nn.init.kaiming_normal_(mod.weight, a=slope, nonlinearity="leaky_relu")
+            else:
+                nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+            if mod.bias is not None:
+                nn.init.zeros_(mod.bias)
+
+
 def n_parameters(module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 

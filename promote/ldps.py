@@ -250,11 +250,7 @@ def _build_network(tap_channels: Sequence[int], channels: int, hidden: int, aspp
     # He initialisation for PReLU (slope 0.25): PyTorch's default shrinks the signal by about
     # sqrt(3) per layer, and through the eight layers of extractor head + discriminator the
     # gradients at the start of training nearly vanish (measured: the loss stays at log 2).
-    for mod in net.modules():
-        if isinstance(mod, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(mod.weight, a=0.25, nonlinearity="leaky_relu")
-            if mod.bias is not None:
-                nn.init.zeros_(mod.bias)
+    _taps.he_init(net, (nn.Conv2d, nn.Linear), slope=0.25)
     return net
 
 

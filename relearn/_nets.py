@@ -52,11 +52,9 @@ def standardiser(in_dim: int):
 
 def he_init(module) -> None:
     """He initialisation for the ReLU stacks, zero biases."""
-    nn = torch_module().nn
-    for mod in module.modules():
-        if isinstance(mod, nn.Linear):
-            nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
-            nn.init.zeros_(mod.bias)
+    from promote import _taps
+
+    _taps.he_init(module, (torch_module().nn.Linear,))
 
 
 def sgd(module, *, learning_rate: float, momentum: float, weight_decay: float):
