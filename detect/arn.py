@@ -277,11 +277,6 @@ class ArnTraining:
     images: int
 
 
-def _check(features: Mapping[str, np.ndarray], hp: Mapping) -> None:
-    hp4 = {**hp, "input_size": hp["input_size"]}
-    _taps.check_features(features, hp4)
-
-
 def _target(mask: np.ndarray, size: int) -> np.ndarray:
     m = np.asarray(mask)
     if m.ndim != 2 or m.size == 0:
@@ -312,7 +307,7 @@ def arn_saliency(features: Sequence[Mapping[str, np.ndarray]], network: ArnNetwo
     torch = _torch()
     hp = network.hparams
     for f in features:
-        _check(f, hp)
+        _taps.check_features(f, hp)
     if shapes is not None and len(shapes) != len(features):
         raise ValueError(f"shapes: expected {len(features)} (one per image), got {len(shapes)}")
     network.module.to(device).eval()
@@ -387,7 +382,7 @@ def train_arn(features: Sequence[Mapping[str, np.ndarray]], masks: Sequence[np.n
                                 attention_keys=attention_keys, input_size=input_size, seed=seed)
     hp = network.hparams
     for f in features:
-        _check(f, hp)
+        _taps.check_features(f, hp)
     if standardize:
         set_tap_statistics(network, features[:: max(len(features) // 256, 1)])
     targets = np.stack([_target(m, input_size) for m in masks])
