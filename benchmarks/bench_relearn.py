@@ -9,17 +9,23 @@
    ``relearn_fit`` with their defaults (plus ``--set`` overrides), every stage's seconds per item
    read from the run summary. The model file and its card are left in ``WORK/train/models``, ready
    for ``scripts/ship_model.py WORK/train/models/relearn.npz --name relearn-duts``.
-3. **Test.** On ECSSD test images, for each prior of ``--test-priors``: ``python -m pipeline run
-   --stages relearn,crf`` with the trained model; the package's evaluation of the prior, the
-   dense-CRF baseline and relearn (max F, adaptive F, MAE, S-measure).
+3. **Test.** On ECSSD test images, for each prior of ``--test-priors``, and on SOD for each
+   published prior of ``--sod`` (``--priors``): ``python -m pipeline run --stages relearn,crf``
+   with the trained model; the package's evaluation of the prior, the dense-CRF baseline and
+   relearn (max F, adaptive F, MAE, S-measure). One output folder per dataset, so retrieval,
+   alignment and features are computed once and each prior adds only its pseudo GT and relearn.
+4. **Ablations** (Sec. V-C), on the ECSSD priors of ``--ablation-priors``, applied at inference to
+   the same model: no filter (every aligned pair passes), M = 1, and SIFT-Flow-only alignment
+   (``alignment.object_weight=0``, no colour, no window: the flow target's superpixel).
 
 Everything goes through the CLI, as a user runs it (each step is cached in ``WORK``: a rerun
 resumes). Usage::
 
     .venv/bin/python benchmarks/bench_relearn.py --work ../relearn-bench [--n-train 1000]
-        [--n-test 200] [--jobs 2] [--set relearn_fit.iterations=20000] [--model FILE]
+        [--n-test 500] [--jobs 2] [--set relearn_fit.iterations=20000] [--model FILE] [--sod DSS ...]
 
-``--model FILE`` skips steps 1-2 and tests that model. ``--n-train 20 --n-test 10`` is a smoke run.
+``--model FILE`` skips steps 1-2 and tests that model (a file or a shipped name's file).
+``--n-train 20 --n-test 10 --sod`` is a smoke run.
 Writes ``benchmarks/results/bench_relearn.{json,md}`` (``--results NAME``: ``NAME.{json,md}``).
 """
 
@@ -39,11 +45,12 @@ import numpy as np
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import ROOT, gt_path, image_path, load_average, split_stems, write_results  # noqa: E402
+from benchmarks._common import ROOT, dataset_dir, gt_path, image_path, load_average, split_stems, write_results  # noqa: E402
 
 DURATION = ("not measured at full size; 20 training images: see the per-stage seconds in the results "
             "(DUTS-TR-1k: 1000 images x 5 aligned neighbours)")
 DETECTORS = ("u2netp", "contrast", "gradsal")
+SOD_PRIORS = ("Amulet", "DSS", "PiCANet", "BSCA", "GS", "RBD")
 METRICS = (("max_f", "max F"), ("adp_f", "adaptive F"), ("mae", "MAE"), ("s_measure", "S-measure"))
 
 
@@ -105,6 +112,29 @@ def _mixed_priors(images: Path, gts: Path, stems: list[str], work: Path, jobs: i
     return mixed, {"counts": counts, "detector_seconds": _stage_seconds(out)}
 
 
+# the paper's ablations, applied at inference to the trained model (Sec. V-C)
+ABLATIONS = {
+    "no filter": ["--set", "relearn.use_filter=false"],
+    "M = 1": ["--set", "relearn.m=1"],
+    "SIFT-Flow-only alignment": ["--set", "alignment.object_weight=0", "--set", "alignment.colour_weight=0",
+                                 "--set", "alignment.window=0"],
+}
+
+
+def _promote(out: Path, images: Path, gts: Path, prior: str, priors_dir: Path | None, model: Path, sets: list,
+             jobs: int, methods=None) -> dict:
+    """``relearn`` and the ``crf`` baseline on one prior of one test pool; scores and stage seconds."""
+    extra = ["--priors", str(priors_dir)] if priors_dir is not None else []
+    label = priors_dir.name if priors_dir is not None else prior
+    log = out.parent / f"{out.name}_{label}_{len(sets)}.log"
+    out.mkdir(parents=True, exist_ok=True)
+    wall = _cli("run", "--stages", "relearn,crf", "--pool", str(images), "--gt", str(gts), *extra,
+                "--set", f"relearn.model={model}", "--set", f"relearn.prior={prior}", "--set", f"crf.prior={prior}",
+                *sets, "--out", str(out), "--jobs", str(jobs), log=log)
+    return {"wall_s": round(wall, 1), "scores": _scores(out, methods or (prior, "crf", "relearn")),
+            "stages": _stage_seconds(out)}
+
+
 def _scores(out: Path, methods) -> dict:
     data = json.loads((out / "evaluation" / "metrics.json").read_text())["methods"]
     return {m: {k: data[m]["pooled"].get(k) for k, _ in METRICS} for m in methods if m in data}
@@ -114,13 +144,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", required=True, type=Path, help="working folder (pools, pipeline outputs, caches)")
     ap.add_argument("--n-train", type=int, default=1000, help="DUTS-TR-1k training images (default: all 1000)")
-    ap.add_argument("--n-test", type=int, default=200, help="ECSSD test images (default: 200 of 500)")
-    ap.add_argument("--test-priors", nargs="+", default=["u2netp", "contrast"], help="priors promoted at test")
+    ap.add_argument("--n-test", type=int, default=500, help="ECSSD test images (default: all 500)")
+    ap.add_argument("--test-priors", nargs="+", default=list(DETECTORS), help="ECSSD priors promoted at test")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="subsets and the priors' mix")
     ap.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
                     help="pipeline parameter override for training and test (repeatable)")
     ap.add_argument("--model", type=Path, default=None, help="test this model file instead of training one")
+    ap.add_argument("--sod", nargs="*", default=list(SOD_PRIORS), help="SOD published priors promoted (none: skip SOD)")
+    ap.add_argument("--ablation-priors", nargs="*", default=["u2netp"], help="ECSSD priors of the ablation runs")
     ap.add_argument("--results", default="bench_relearn")
     args = ap.parse_args(argv)
     work = args.work.resolve()
@@ -144,14 +176,22 @@ def main(argv=None) -> int:
                             "model": str(model)}
 
     test_images, test_gts, _ = _subset("ECSSD", "test", args.n_test, work / "test_pool", args.seed)
+    # one output folder per dataset: retrieval, alignment and features are computed once for all priors
     data["test"] = {}
     for prior in args.test_priors:
-        out = work / f"test_{prior}"
-        wall = _cli("run", "--stages", "relearn,crf", "--pool", str(test_images), "--gt", str(test_gts),
-                    "--set", f"relearn.model={model}", "--set", f"relearn.prior={prior}", "--set", f"crf.prior={prior}",
-                    *sets, "--out", str(out), "--jobs", str(args.jobs), log=work / f"test_{prior}.log")
-        data["test"][prior] = {"wall_s": round(wall, 1), "scores": _scores(out, (prior, "crf", "relearn")),
-                               "stages": _stage_seconds(out)}
+        data["test"][f"ECSSD/{prior}"] = _promote(work / "test_ecssd", test_images, test_gts, prior, None,
+                                                  model, sets, args.jobs)
+    if args.sod:
+        sod = dataset_dir("SOD")
+        for method in args.sod:
+            data["test"][f"SOD/{method}"] = _promote(work / "test_sod", sod / "images", sod / "gt", "priors",
+                                                     sod / "priors" / method, model, sets, args.jobs)
+    data["ablations"] = {}
+    for prior in args.ablation_priors:
+        for name, extra in ABLATIONS.items():
+            data["ablations"][f"ECSSD/{prior}/{name}"] = _promote(
+                work / "test_ecssd", test_images, test_gts, prior, None, model, [*sets, *extra], args.jobs,
+                methods=("relearn",))
     data["load_after"] = load_average()
 
     md = ["# MIJR re-learning through the pipeline (DUTS-TR-1k mixed priors -> ECSSD test)", "",
@@ -167,12 +207,28 @@ def main(argv=None) -> int:
         md.append("")
     else:
         md += [f"Model: `{model}` (not trained by this run).", ""]
-    for prior, res in data["test"].items():
-        md += [f"## Prior {prior} ({args.n_test} ECSSD test images)", "",
-               "| map | " + " | ".join(lab for _, lab in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    md += [f"## Promoted priors (ECSSD: {args.n_test} test images; SOD: all 300)", "",
+           "| dataset / prior | map | " + " | ".join(lab for _, lab in METRICS) + " | relearn s/image |",
+           "|---|---|" + "---|" * (len(METRICS) + 1)]
+    for key, res in data["test"].items():
         for m, sc in res["scores"].items():
-            md.append(f"| {m} | " + " | ".join("" if sc[k] is None else f"{sc[k]:.4f}" for k, _ in METRICS) + " |")
-        md += ["", f"relearn s per image: {res['stages'].get('relearn', {}).get('s_per_item')}", ""]
+            secs = res["stages"].get("relearn", {}).get("s_per_item") if m == "relearn" else ""
+            md.append(f"| {key} | {m} | " + " | ".join("" if sc[k] is None else f"{sc[k]:.4f}" for k, _ in METRICS)
+                      + f" | {secs} |")
+    md.append("")
+    if data["ablations"]:
+        md += ["## Ablations at inference (the same model; ECSSD test)", "",
+               "| prior / ablation | " + " | ".join(lab for _, lab in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+        for key, res in data["ablations"].items():
+            sc = res["scores"].get("relearn", {})
+            md.append(f"| {key} | " + " | ".join("" if sc.get(k) is None else f"{sc[k]:.4f}" for k, _ in METRICS) + " |")
+        md.append("")
+    first = next(iter(data["test"].values()), None)
+    if first:
+        md += ["Seconds per computed item of the first test run (retrieval, alignment and features computed "
+               "there once for the dataset):", "", "| stage | computed | s per item |", "|---|---|---|"]
+        md += [f"| {n} | {s['computed']} | {s['s_per_item']} |" for n, s in first["stages"].items() if s["computed"]]
+        md.append("")
     write_results(args.results, data, "\n".join(md) + "\n")
     return 0
 

@@ -148,6 +148,7 @@ def relearn_image(
     neighbours: Sequence[Neighbour],
     *,
     sigma_s2: float = SIGMA_S2,
+    use_filter: bool = True,
     device: str = "cpu",
 ) -> RelearnResult:
     """Promote one image's prior by MIJR re-learning (module notes, steps 1-5).
@@ -177,6 +178,10 @@ def relearn_image(
         neighbour).
     sigma_s2 : float, optional
         The spatial weighting's kernel width (:func:`relearn.spatial_weighting`).
+    use_filter : bool, optional
+        False: every existing pair passes (``delta = 1``; the paper's "without filter" ablation),
+        so every superpixel with an aligned instance is re-learned. Pairs are still ranked by
+        the filter's trust.
     device : str, optional
         Torch device of the two networks.
 
@@ -194,8 +199,9 @@ def relearn_image(
     trust = np.full(pi.valid.shape, np.nan, np.float32)
     if pi.valid.any():
         trust[pi.valid] = filter_pairs(model.filter, pi.x[pi.valid], device=device)
+    # trust lies in [0, 1]: a threshold of -1 lets every existing pair through
     x, delta, g = rank_by_trust(pi.x, pi.valid, pi.similarity, np.nan_to_num(trust, nan=0.0),
-                                threshold=st["threshold"])
+                                threshold=st["threshold"] if use_filter else -1.0)
     scores = prior_sp.copy()
     relearned = np.zeros(n, bool)
     rows = np.flatnonzero(delta.any(1))

@@ -230,11 +230,17 @@ class RelearnParams:
         ``train`` (fit by ``relearn_fit`` on this pool's ``--gt``), a model file, or a shipped model name.
     sigma_s2 : float
         Width of the spatial weighting's kernel, in normalised coordinates (0: none).
+    use_filter : bool
+        False: every aligned pair passes (the paper's "without filter" ablation).
+    m : int
+        At most this many retrieved images are read (0: the model's M; 1: the "M = 1" ablation).
     """
 
     prior: str = "u2netp"
     model: str = "relearn-duts"
     sigma_s2: float = param(SIGMA_S2, ge=0)
+    use_filter: bool = True
+    m: int = param(0, ge=0)
 
 
 def _relearn_model(model):
@@ -247,15 +253,16 @@ def run_relearn(inputs, neighbours, params: RelearnParams, ctx):
     model = ctx.model.build(_relearn_model, ctx.device)
     pseudo = inputs["crf_pseudo_gt"]
     _check_prior(pseudo, params.prior, "relearn")
+    m = min(params.m or model.settings["m"], model.settings["m"])
     nbs = []
-    for nb in neighbours[:model.settings["m"]]:  # the first M retrieved images
+    for nb in neighbours[:m]:  # the first M retrieved images
         _check_prior(nb["crf_pseudo_gt"], params.prior, "relearn")
         a = nb["alignment"]
         nbs.append(Neighbour(nb["superpixel_features"]["features"], nb["crf_pseudo_gt"]["fractions"],
                              a["superpixel_match"], a["superpixel_distance"]))
     r = relearn_image(model, inputs["superpixel_features"]["features"], inputs["slic"]["labels"],
                       inputs[params.prior]["map"], pseudo["pixels"], nbs, sigma_s2=params.sigma_s2,
-                      device=ctx.device)
+                      use_filter=params.use_filter, device=ctx.device)
     return {"map": r.map, "relearned": r.relearned}
 
 

@@ -88,6 +88,20 @@ def test_training_records_its_counts_and_the_model_round_trips(trained):
     assert back.settings == model.settings and model.n_parameters() > 0
 
 
+def test_without_the_filter_every_aligned_superpixel_is_relearned(trained):
+    f, prior, pgt, _, nbs = _target(7, [5, 0])
+    with_filter = relearn_image(trained.model, f, LABELS, prior, pgt, nbs)
+    assert not with_filter.relearned.all()      # the filter keeps the easy superpixels as they are
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False)
+    assert res.relearned.all()                  # all 16 have an aligned instance in each neighbour
+    np.testing.assert_array_equal(res.trust, with_filter.trust)   # the ranking is the filter's still
+    # an image whose neighbours align none of its superpixels keeps its prior, filter or not
+    unaligned = [Neighbour(n.features, n.pseudo, np.full(16, -1), np.full(16, np.inf)) for n in nbs]
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, unaligned, use_filter=False)
+    assert not res.relearned.any()
+    np.testing.assert_array_equal(res.map, prior)
+
+
 def test_without_neighbours_the_prior_is_returned(trained):
     f, prior, pgt, _, _ = _target(9, [5])
     res = relearn_image(trained.model, f, LABELS, prior, pgt, [])

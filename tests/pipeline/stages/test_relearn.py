@@ -161,6 +161,34 @@ def test_the_trained_model_promotes_the_pool_through_the_cli(trained):
     assert relearned > 0  # some superpixels were re-learned, not only the prior copied
 
 
+def _run_relearned(out, args):
+    """Run; the summed ``relearned`` of the relearn artifacts it computed or read, and its summary."""
+    from pipeline.cache import Cache
+
+    root = Cache(out).root / "relearn"
+    before = set(root.glob("*.npz")) if root.is_dir() else set()
+    res = cli(*args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = {s["name"]: s for s in json.loads((out / "run_summary.json").read_text())["stages"]}
+    new = set(root.glob("*.npz")) - before
+    return sum(int(np.load(p)["relearned"].sum()) for p in new), summary["relearn"]
+
+
+def test_the_ablations_run_through_the_cli(trained):
+    folder, images, gt, priors, model = trained
+    out = folder / "ablations"
+    base = ["run", "--stages", "relearn", "--pool", str(images), "--priors", str(priors), "--out", str(out),
+            *_sets(FAST + [f"relearn.model={model}"])]
+    filtered, _ = _run_relearned(out, base)
+    no_filter, summary = _run_relearned(out, base + ["--set", "relearn.use_filter=false"])
+    assert summary["computed"] == 6  # a new parameter value: new cache items
+    assert no_filter > filtered > 0  # without the filter every aligned superpixel is re-learned
+    one, summary = _run_relearned(out, base + ["--set", "relearn.m=1"])
+    assert summary["computed"] == 6 and one <= filtered  # its pairs are a subset of the M = 5 ones
+    res = cli(*base, "--set", "relearn.m=-1")
+    assert res.returncode == 2 and "relearn.m" in res.stderr
+
+
 def test_a_missing_shipped_model_is_a_clear_error(tmp_path):
     images, _, priors = _pool(tmp_path / "pool", n=2)
     res = cli("run", "--stages", "relearn", "--pool", str(images), "--priors", str(priors),
