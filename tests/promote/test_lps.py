@@ -207,7 +207,11 @@ def test_eq3_stays_finite_far_from_both_anchors_and_on_an_anchor():
     phi = np.stack([mu, other], axis=1)
     fast = _eq3_flat(phi, (phi ** 2).sum(0), mu, other)
     assert fast.dtype == np.float32 and np.isfinite(fast).all()
-    np.testing.assert_allclose(fast, nearest_anchor_probability(phi[:, :, None], mu, other)[:, 0], atol=1e-4)
+    # In float32 the expansion keeps ||mu||^2 (~490 here) to a few ulps, so on an anchor d can come
+    # out as sqrt(a few ulps) instead of 0 (which ulps depends on the summation order of numpy's
+    # SIMD kernels, so on the CPU), and p moves by at most d / 4.
+    atol = 0.25 * np.sqrt(4 * np.spacing(np.float32(mu @ mu)))
+    np.testing.assert_allclose(fast, nearest_anchor_probability(phi[:, :, None], mu, other)[:, 0], atol=atol)
 
 
 def test_region_anchor_of_a_light_or_empty_region():
@@ -234,3 +238,42 @@ def test_eq5_reports_each_iterate_and_works_in_float32():
     np.testing.assert_array_equal(reported[2][1], y)
     with pytest.raises(ValueError, match=r"^iterations: expected an integer >= 1"):
         iterate_prior(prior, step, 0)
+
+
+def test_eq5_defaults_to_the_papers_single_iteration():
+    prior = np.array([[0.2, 0.9]], np.float32)
+    calls = []
+
+    def step(y):
+        calls.append(y.copy())
+        return np.array([[0.75, 0.25]], np.float32)
+
+    y = iterate_prior(prior, step)  # T = 1 (the paper's setting): one step, the prior replaced
+    assert len(calls) == 1
+    np.testing.assert_array_equal(y, [[0.75, 0.25]])
+
+
+def test_eq5_averages_a_half_precision_step_in_float32():
+    # Z(t) = 1 from a float16 step: Y(3) = (1 + 1 + 1) / 3 = 1. In float16, 1 / 3 * Z(2) would be
+    # 0.33325, and Y(3) 0.99992.
+    y = iterate_prior(np.zeros((2, 2), np.float32), lambda y: np.ones_like(y, dtype=np.float16), 3)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, 1.0, rtol=1e-6)
+
+
+def test_the_fast_eq3_takes_half_precision_anchors_in_float32():
+    from promote.lps import _eq3_flat
+
+    # Integer values, exact in float16 and float32: ||fg||^2 = 80000 and ||bg||^2 = 82825 overflow
+    # float16 (max 65504), not float32; d(fg, bg) = 5, and every expanded distance below is exact.
+    fg, bg = np.array([200, 200], np.float16), np.array([203, 204], np.float16)
+    phi = np.stack([fg, bg], axis=1).astype(np.float32)  # one pixel on each anchor
+    p = _eq3_flat(phi, (phi ** 2).sum(0), fg, bg)
+    np.testing.assert_allclose(p, [1 / (1 + np.exp(-5.0)), 1 / (1 + np.exp(5.0))], rtol=1e-6)
+
+
+def test_region_anchor_sums_half_precision_weights_in_float64():
+    # A constant embedding: every region's anchor is that constant. The 90000 float16 weights of 1
+    # sum to inf in float16 (max 65504), which would give an anchor of 0.
+    emb = np.broadcast_to(np.array([2.0, -3.0])[:, None, None], (2, 300, 300))
+    np.testing.assert_allclose(region_anchor(emb, np.ones((300, 300), np.float16)), [2.0, -3.0])
