@@ -30,6 +30,7 @@ examples:
   python -m pipeline stages                                # stages, inputs, parameters
   python -m pipeline models                                # models shipped with the package
   python -m pipeline cache ls --out out/
+  python -m pipeline bench --quick                         # the results board on a subset of ../shared/data/sod
 """
 
 
@@ -123,6 +124,13 @@ def build_parser(*, evaluate_arguments: bool = True) -> argparse.ArgumentParser:
     cache.add_argument("action", choices=["ls", "clear"], help="ls: artifacts per stage; clear: delete them")
     cache.add_argument("--stage", action="append", default=[], metavar="STAGE", help="clear only this stage (repeatable)")
     _add_out(cache)
+
+    from pipeline.board import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="the results board: every detector through every promoter on ECSSD and SOD",
+                           description="Write BENCHMARKS.md and benchmarks.json: the accuracy matrix per dataset, the "
+                                       "papers' numbers, seconds per stage, memory, PR curves and contact sheets.")
+    add_bench_arguments(bench)
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -458,6 +466,12 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cmd_bench(args) -> int:
+    from pipeline.board import main
+
+    return main(args)
+
+
 def cmd_evaluate(args) -> int:
     from pipeline.evaluation.cli import main
 
@@ -475,7 +489,7 @@ def main(argv=None) -> int:
     parser = build_parser(evaluate_arguments="evaluate" in argv)
     args = parser.parse_args(argv)
     commands = {"run": cmd_run, "train": cmd_train, "stages": cmd_stages, "models": cmd_models,
-                "cache": cmd_cache, "evaluate": cmd_evaluate}
+                "cache": cmd_cache, "evaluate": cmd_evaluate, "bench": cmd_bench}
     try:
         return commands[args.command](args)
     except (ConfigError, RunError, BadInput, ModelFileError, StageLoadError, ValueError, KeyError) as exc:
