@@ -7,7 +7,10 @@ from typing import Sequence
 
 import numpy as np
 
-FC5_WIDTHS = (512, 256, 128, 64, 32)  # five FC layers; the paper gives no widths
+# Five FC layers; the paper gives no widths. Chosen on DUTS-TR-1k held-out images
+# (benchmarks/results/tune_relearn.md): (128, 64, 32, 32, 16) beat (512, 256, 128, 64, 32) on
+# max F, adaptive F and MAE with a model 4.4x smaller and half the fitting time.
+FC5_WIDTHS = (128, 64, 32, 32, 16)
 
 
 def torch_module():

@@ -55,7 +55,7 @@ def test_the_model_round_trips_through_float32_arrays_and_json_hparams():
 def test_the_default_network_is_five_fc_layers_and_a_binary_classifier():
     f = PairFilter.create(2054)
     linears = [m for m in f.module.fc if isinstance(m, torch.nn.Linear)]
-    assert [m.out_features for m in linears] == [512, 256, 128, 64, 32]
+    assert [m.out_features for m in linears] == [128, 64, 32, 32, 16]
     assert f.module.classifier.out_features == 1
 
 
