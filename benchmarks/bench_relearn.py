@@ -57,8 +57,6 @@ METRICS = (("max_f", "max F"), ("adp_f", "adaptive F"), ("mae", "MAE"), ("s_meas
 def _cli(*args, log: Path) -> float:
     """Run ``python -m pipeline ARGS`` (output to ``log``); its wall seconds. Raises on failure."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    # relearn is not a built-in stage module until a model is shipped; importing it twice is harmless
-    env["PIPELINE_PLUGINS"] = ",".join(filter(None, [env.get("PIPELINE_PLUGINS"), "pipeline.stages.relearn"]))
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         res = subprocess.run([sys.executable, "-m", "pipeline", *args, "--no-progress"], cwd=ROOT, env=env,

@@ -10,7 +10,7 @@ import importlib
 from pipeline.registry import StageLoadError
 
 # Order is only the listing order of `python -m pipeline stages`.
-STAGE_MODULES = ("core", "detect", "gradsal", "features", "arn", "promote", "ldps", "retrieval", "alignment")
+STAGE_MODULES = ("core", "detect", "gradsal", "features", "arn", "promote", "ldps", "retrieval", "alignment", "relearn")
 
 for _name in STAGE_MODULES:
     try:

@@ -1,13 +1,8 @@
 """MIJR re-learning stages: parameters and their rules in-process, and a tiny synthetic pool that
 trains (``python -m pipeline train relearn``) and promotes (``run --stages relearn``) end to end
-through the CLI.
-
-The relearn stages are not among the built-in stage modules until a ``relearn-duts`` model is
-shipped, so the CLI tests load them with ``PIPELINE_PLUGINS=pipeline.stages.relearn`` in a
-subprocess, and the in-process tests register them for the test only (the registry is global)."""
+through the CLI, and the shipped ``relearn-duts`` model on a pool without ground truth."""
 
 import dataclasses
-import importlib
 import inspect
 import json
 import os
@@ -27,17 +22,8 @@ STAGES = ("superpixel_features", "crf_pseudo_gt", "relearn_fit", "relearn")
 
 @pytest.fixture
 def relearn_stages():
-    """The relearn stages registered for one test, the registry restored after it."""
-    registry.all_stages()  # the built-in stages first: they stay
-    saved = dict(registry._REGISTRY)
-    module = sys.modules.get("pipeline.stages.relearn")
-    if module is None:
-        importlib.import_module("pipeline.stages.relearn")
-    else:
-        importlib.reload(module)  # registers again after an earlier test's restore
-    yield {n: registry.get(n) for n in STAGES}
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(saved)
+    registry.all_stages()  # imports the built-in stage modules
+    return {n: registry.get(n) for n in STAGES}
 
 
 def test_params_mirror_the_methods_and_are_documented(relearn_stages):
@@ -104,7 +90,7 @@ def _pool(folder, n=6, seed=0):
 
 
 def cli(*args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PIPELINE_PLUGINS="pipeline.stages.relearn")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "pipeline", *args, "--no-progress", "--jobs", "1"],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
 
@@ -189,9 +175,29 @@ def test_the_ablations_run_through_the_cli(trained):
     assert res.returncode == 2 and "relearn.m" in res.stderr
 
 
-def test_a_missing_shipped_model_is_a_clear_error(tmp_path):
+def test_the_shipped_relearn_model_promotes_a_pool_without_ground_truth(tmp_path):
+    from pipeline import models
+
+    entry = models.shipped_models()["relearn-duts"]
+    assert entry.stage == "relearn" and entry.card is not None and entry.card.is_file()
+    images, gt, priors = _pool(tmp_path / "pool", n=3)
+    out = tmp_path / "o"
+    # relearn.model left at its default, the shipped relearn-duts; no --gt
+    res = cli("run", "--stages", "relearn", "--pool", str(images), "--priors", str(priors), "--out", str(out),
+              *_sets(FAST))
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = {s["name"]: s for s in json.loads((out / "run_summary.json").read_text())["stages"]}
+    assert summary["relearn"]["computed"] == 3 and "relearn_fit" not in summary
+    for i in range(3):
+        out_map = np.asarray(Image.open(out / "relearn" / f"im{i}.png"), np.float32) / 255
+        mask = np.asarray(Image.open(gt / f"im{i}.png")) > 128
+        assert out_map.shape == (H, W)
+        assert out_map[mask].mean() > out_map[~mask].mean() + 0.3  # the bright square is the object
+
+
+def test_a_missing_model_file_is_a_clear_error(tmp_path):
     images, _, priors = _pool(tmp_path / "pool", n=2)
     res = cli("run", "--stages", "relearn", "--pool", str(images), "--priors", str(priors),
-              "--out", str(tmp_path / "o"), "--set", "relearn.prior=priors")
+              "--out", str(tmp_path / "o"), "--set", "relearn.prior=priors", "--set", "relearn.model=no-such-model")
     assert res.returncode == 2
-    assert "relearn.model = 'relearn-duts': expected 'train', a model file or a shipped model" in res.stderr
+    assert "relearn.model = 'no-such-model': expected 'train', a model file or a shipped model" in res.stderr
