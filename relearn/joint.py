@@ -19,7 +19,7 @@ cross-entropy of DSS / HED (each class carries half the loss), ``L_m`` the same 
 ``m``-th classifier on its pairs, ``e_m`` its class-balanced training error.
 
 Hyper-parameters: SGD, momentum 0.9, weight decay 0.005, learning rate 0.001, 80 000 iterations
-(Sec. V-B); FC widths 128, 64, 32, 32, 16 as the filter (:mod:`relearn.pair_filter`).
+(Sec. V-B); the filter's FC widths (``FC5_WIDTHS``, chosen in :mod:`relearn.pair_filter`).
 
 Decisions the paper leaves open
 -------------------------------

@@ -20,7 +20,8 @@ Decisions the paper leaves open
 -------------------------------
 * **Widths** 128, 64, 32, 32, 16 (not given; the input has ~2 000 values, not the paper's
   16 384): on DUTS-TR-1k held-out images they beat 512, 256, 128, 64, 32 on max F, adaptive F and
-  MAE with a 4.4x smaller model (``benchmarks/results/tune_relearn.md``). He initialisation (ReLU), zero biases. **Batch size** 64 (not given).
+  MAE with a 4.4x smaller model (``benchmarks/results/tune_relearn.md``). He initialisation
+  (ReLU), zero biases. **Batch size** 64 (not given).
 * **Standardisation** of the inputs: the tap activations of different depths and the context
   values have unrelated scales (:mod:`relearn.superpixel_features`).
 * **Threshold** 0.5 on the probability for ``delta`` (a binary classifier's decision).

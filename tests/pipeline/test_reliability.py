@@ -99,7 +99,7 @@ def test_exit_code_zero_on_a_one_image_pool_with_the_real_default_graph(tmp_path
     res = cli("run", "--pool", str(pool), "--out", str(tmp_path / "o"), "--no-progress", "--jobs", "1", plugins="",
               timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
-    for stage in ("u2netp", "contrast", "gradsal", "crf", "relearn"):  # relearn: no neighbour, the prior
+    for stage in ("u2netp", "contrast", "gradsal", "crf", "relearn"):  # relearn: one image, so no neighbour
         assert (tmp_path / "o" / stage / "cat.png").exists(), stage
 
 
