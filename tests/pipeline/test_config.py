@@ -230,3 +230,55 @@ def test_a_trainer_follows_its_promoters_prior_unless_its_own_is_set():
     assert params["lps"].prior == "contrast"  # lps_fit has no prior: nothing to follow, no error
     params, _ = build_params(None, [])
     assert params["ldps_fit"].prior == params["ldps"].prior == "u2netp"
+
+
+def test_an_unknown_parameter_lists_every_known_one_comma_separated():
+    with pytest.raises(ConfigError) as err:
+        build_params(None, ["test_slow.dealy=1"])
+    assert str(err.value) == "--set: unknown parameter test_slow.dealy (known: crash_on, delay, fail_on)"
+
+
+def test_a_bad_value_in_a_config_file_names_the_file_and_the_key(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[pool]\nmax_side = 'big'\n")
+    with pytest.raises(ConfigError) as err:
+        build_params(cfg)
+    assert str(err.value) == f"{cfg}: pool.max_side: expected an integer, got 'big'"
+
+
+def test_a_set_key_without_a_dot_is_refused_even_if_the_value_has_dots_and_equals():
+    # the stage.param key is what comes before the first '=': a dot in the value does not make one
+    for bad in ("max_side=a.b=c", "pool=x.y=1"):
+        with pytest.raises(ConfigError, match=r"^--set '.*': expected STAGE.PARAM=VALUE$"):
+            parse_set_option(bad)
+
+
+def test_none_may_be_written_first_in_a_union():
+    import typing
+
+    assert _coerce("3", None | int, "here") == 3
+    assert _coerce("none", None | int, "here") is None
+    assert _coerce("0.5", typing.Optional[float], "here") == 0.5
+
+
+def test_a_list_keeps_the_letters_of_its_items_only_brackets_and_spaces_are_stripped():
+    assert _coerce("Xa, bX", tuple[str, ...], "here") == ("Xa", "bX")
+    assert _coerce("[X1,Y2]", tuple[str, ...], "here") == ("X1", "Y2")
+
+
+def test_an_unparametrised_tuple_field_reads_strings():
+    import typing
+
+    assert _coerce("a, b", typing.Tuple, "here") == ("a", "b")
+    assert _coerce(["x"], typing.Tuple, "here") == ("x",)
+
+
+def test_the_pseudo_gt_follows_the_prior_of_the_stage_that_reads_it_unless_its_own_is_set():
+    # crf_pseudo_gt is read by relearn and relearn_fit: the pseudo GT is of the map being promoted
+    params, _ = build_params(None, ["relearn.prior=contrast"])
+    assert params["relearn"].prior == params["relearn_fit"].prior == "contrast"
+    assert params["crf_pseudo_gt"].prior == "contrast"
+    params, _ = build_params(None, ["relearn.prior=contrast", "crf_pseudo_gt.prior=gradsal"])
+    assert params["crf_pseudo_gt"].prior == "gradsal" and params["relearn"].prior == "contrast"
+    params, _ = build_params(None, [])
+    assert params["crf_pseudo_gt"].prior == params["relearn"].prior == "u2netp"
