@@ -312,3 +312,45 @@ def test_training_skips_priors_without_fg_or_without_abg_under_the_given_thresho
     res = train_relation_network(feats, [good, no_fg, no_abg], tap_strides=STRIDES, input_size=SIZE, epochs=1,
                                  channels=4, hidden=4, theta_abg=0.2, seed=0)
     assert (res.images, res.skipped) == (1, 2)
+
+
+def test_the_prototype_of_a_feature_map_that_is_the_same_everywhere_is_that_feature():
+    # Eq. 7 is a weighted mean: with equal features at every FG location the prototype is that
+    # feature vector exactly (to float32), for any weights (the weights sum to one in float64).
+    c = np.array([1.0, 3.0, -0.5], np.float32)
+    prior = np.array([[0.91, 0.97], [0.2, 0.5]], np.float32)
+    feats = np.broadcast_to(c[:, None, None], (3, 2, 2))
+    np.testing.assert_array_equal(weighted_prototype(feats, prior, guide_masks(prior)[0]), c)
+    rng = np.random.default_rng(11)
+    feats = np.broadcast_to(c[:, None, None], (3, 4, 4))
+    for _ in range(50):
+        prior = rng.uniform(0.85, 1.0, (4, 4)).astype(np.float32)
+        fg = guide_masks(prior)[0]
+        if fg.any():
+            np.testing.assert_array_equal(weighted_prototype(feats, prior, fg), c)
+
+
+def test_theta_abg_may_be_zero_then_no_location_is_background():
+    prior = np.array([[0.0, 0.5, 0.95]], np.float32)
+    fg, afg, abg = guide_masks(prior, 0.9, 0.8, 0.0)
+    assert not abg.any()  # nothing is below 0
+    np.testing.assert_array_equal(fg, [[0, 0, 1]])
+    np.testing.assert_array_equal(afg, [[0, 0, 1]])
+    fg, afg, abg = guide_masks(prior, 0.0, 0.0, 0.0)  # all thresholds at 0 is allowed too
+    np.testing.assert_array_equal(fg, [[0, 1, 1]])
+
+
+def test_the_class_balanced_loss_with_one_pair_of_each_class_is_the_mean_of_their_bces():
+    import torch
+
+    from promote.ldps import _pair_loss
+
+    logits = torch.tensor([[[0.3, -1.2], [2.0, 0.0]]])
+    pos = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])  # one positive pair (label 1) at (0, 0)
+    neg = torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])  # one negative pair (label 0) at (0, 1)
+    bce_pos = float(np.log1p(np.exp(-0.3)))  # -log sigma(0.3)
+    bce_neg = float(np.log1p(np.exp(-1.2)))  # -log(1 - sigma(-1.2))
+    assert float(_pair_loss(torch, logits, pos, neg, class_balance=True)) == pytest.approx(
+        0.5 * (bce_pos + bce_neg), rel=1e-5)
+    assert float(_pair_loss(torch, logits, pos, neg, class_balance=False)) == pytest.approx(
+        0.5 * (bce_pos + bce_neg), rel=1e-5)
