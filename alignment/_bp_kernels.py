@@ -30,13 +30,13 @@ def data_term(desc_a, desc_b, ox, oy, w, out):
 
     ``out[y, x, ly, lx] = ||s1(p) - s2(p + o(p) + (lx - w, ly - w))||_1``.
 
-    Out-of-image candidates get -1. Returns the median of the in-image costs (integer histogram),
-    used as the reference's default cost for matches outside the second image.
+    Out-of-image candidates get -1. Returns the reference's default cost for matches outside
+    the second image (:func:`_default_matching_score`).
     """
     h, wd, c = desc_a.shape
     h2, w2 = desc_b.shape[0], desc_b.shape[1]
     n_lab = 2 * w + 1
-    hist = np.zeros(c * 255 + 1, np.int64)
+    hist = np.zeros(c * 255 + 1, np.int64)  # of the integer in-image costs
     total = 0
     narrow = c * 255 < 65536
     for y in range(h):
@@ -64,64 +64,185 @@ def data_term(desc_a, desc_b, ox, oy, w, out):
                     out[y, x, ly, lx] = s
                     hist[s] += 1
                     total += 1
+    return _default_matching_score(hist, total)
+
+
+@njit(cache=True, nogil=True)
+def _default_matching_score(hist, total):
+    """The reference's price of a match outside image 2 (``BPFlow::ComputeDataTerm``).
+
+    ``hist[c]``: how many in-image candidates cost ``c`` (an integer L1 distance). The
+    reference bins the costs into a 20 000-bin histogram, bin ``floor(c / interval)`` with
+    ``interval = (max - min) / 20000`` (the last bin open-ended); with ``i`` the first bin where
+    the cumulative share reaches 1/2, the score is ``int(max(i, 1) * interval + min)``. The bins
+    count from 0, not from ``min``, so this is about the median *plus* the minimum cost: the
+    reference's rule, kept for equal flows. A bin depends only on the integer cost, so the
+    shares are summed bin by bin from ``hist`` exactly as the reference sums them.
+    """
     if total == 0:
         return 0.0
-    half = (total + 1) // 2
-    acc = 0
-    for i in range(hist.shape[0]):
-        acc += hist[i]
-        if acc >= half:
-            return float(i)
-    return float(hist.shape[0] - 1)
+    lo = 0
+    while hist[lo] == 0:
+        lo += 1
+    hi = hist.shape[0] - 1
+    while hist[hi] == 0:
+        hi -= 1
+    n_bins = 20000
+    interval = (np.float64(hi) - np.float64(lo)) / n_bins
+    if interval <= 0.0:
+        return float(lo)
+    prob = 0.0
+    current = -1
+    count = 0
+    for c in range(lo, hi + 2):
+        b = int(min(np.float64(c) / interval, n_bins - 1.0)) if c <= hi else n_bins
+        if b != current:
+            if count > 0:  # close the previous bin
+                prob += count / total
+                if prob >= 0.5:
+                    return float(np.int64(max(current, 1) * interval + lo))
+            current = b
+            count = 0
+        if c <= hi:
+            count += hist[c]
+    return float(np.int64((n_bins - 1) * interval + lo))
 
 
 @njit(cache=True, nogil=True)
-def finish_data_term(out, default, trunc):
-    """Out-of-image candidates <- default; Eq. data truncation ``min(cost, trunc)``."""
+def reduce_offsets(off):
+    """Offsets of the grid coarsened by 2: the mean of the (up to 4) children, truncated
+    towards zero as C's int division (``BPFlow::ReduceImage``)."""
+    h, w = off.shape
+    hc = (h + 1) // 2
+    wc = (w + 1) // 2
+    sums = np.zeros((hc, wc), np.int64)
+    counts = np.zeros((hc, wc), np.int64)
+    for y in range(h):
+        for x in range(w):
+            sums[y // 2, x // 2] += off[y, x]
+            counts[y // 2, x // 2] += 1
+    out = np.empty((hc, wc), np.int32)
+    for y in range(hc):
+        for x in range(wc):
+            q = abs(sums[y, x]) // counts[y, x]
+            out[y, x] = q if sums[y, x] >= 0 else -q
+    return out
+
+
+@njit(cache=True, nogil=True)
+def expand_messages(S_c, M_c, S, M):
+    """Each fine node takes the messages of its coarse parent (``BPFlow::propagateFinerLevel``):
+    ``S[k, y, x] = S_c[k, y // 2, x // 2]``, likewise ``M``."""
+    _, h, w, nj, n_lab = S.shape
+    for k in range(2):
+        for y in range(h):
+            for x in range(w):
+                for l in range(n_lab):
+                    M[k, y, x, l] = M_c[k, y // 2, x // 2, l]
+                for j in range(nj):
+                    for l in range(n_lab):
+                        S[k, y, x, j, l] = S_c[k, y // 2, x // 2, j, l]
+
+
+@njit(cache=True, nogil=True)
+def finish_data_term(out, default):
+    """Out-of-image candidates <- default (the reference does not truncate the data term)."""
     flat = out.reshape(-1)
     for i in range(flat.shape[0]):
-        v = flat[i]
-        if v < 0.0:
-            v = default
-        if v > trunc:
-            v = trunc
-        flat[i] = v
+        if flat[i] < 0.0:
+            flat[i] = default
 
 
 @njit(cache=True, nogil=True)
-def downsample(desc, kernel):
-    """Blur with a 1-D kernel and decimate by 2 along y and x, edge-replicated; uint8 out.
+def gauss_blur_u8(desc, g):
+    """MATLAB ``imfilter(desc, g' * g, 'same', 'replicate')`` of a uint8 image: correlation with
+    the separable kernel ``g`` (odd length), rounded half up and saturated to uint8.
 
-    ``kernel`` holds the taps at offsets ``-r .. r + 1`` relative to ``2 * y`` (the 5-tap Gaussian
-    convolved with the 2-tap mean of the half-pixel decimation).
+    Computed in float32 (twice the SIMD width of float64); an output whose float32 value lies
+    within ``1e-3`` of a rounding boundary ``n + 1/2`` (float32's error here is below ``1e-4``)
+    is recomputed in float64, so the result is the float64 one. The horizontal pass is kept for
+    the ``len(g)`` source rows the vertical taps need (a ring of rows).
     """
     h, w, c = desc.shape
-    h2 = (h + 1) // 2
-    w2 = (w + 1) // 2
-    nk = kernel.shape[0]
-    r = (nk - 2) // 2
-    tmp = np.zeros((h2, w, c), np.float32)
-    for y in range(h2):
-        for t in range(nk):
-            yy = min(max(2 * y + t - r, 0), h - 1)
-            kt = kernel[t]
-            for x in range(w):
-                for k in range(c):
-                    tmp[y, x, k] += kt * np.float32(desc[yy, x, k])  # float32, not float64
-    out = np.empty((h2, w2, c), np.uint8)
+    nk = g.shape[0]
+    r = nk // 2
+    g32 = g.astype(np.float32)
+    ring = np.empty((nk, w, c), np.float32)
+    ring_row = np.full(nk, -1, np.int64)
+    out = np.empty((h, w, c), np.uint8)
     acc = np.empty(c, np.float32)
-    for y in range(h2):
-        for x in range(w2):
+    for y in range(h):
+        for t in range(nk):
+            yy = min(max(y + t - r, 0), h - 1)
+            slot = yy % nk
+            if ring_row[slot] != yy:
+                ring_row[slot] = yy
+                for x in range(w):
+                    for k in range(c):
+                        acc[k] = 0.0
+                    for u in range(nk):
+                        xx = min(max(x + u - r, 0), w - 1)
+                        gu = g32[u]
+                        for k in range(c):
+                            acc[k] += gu * np.float32(desc[yy, xx, k])
+                    for k in range(c):
+                        ring[slot, x, k] = acc[k]
+        for x in range(w):
             for k in range(c):
                 acc[k] = 0.0
             for t in range(nk):
-                xx = min(max(2 * x + t - r, 0), w - 1)
-                kt = kernel[t]
+                slot = min(max(y + t - r, 0), h - 1) % nk
+                gt = g32[t]
                 for k in range(c):
-                    acc[k] += kt * tmp[y, xx, k]
+                    acc[k] += gt * ring[slot, x, k]
+            near = 0
             for k in range(c):
-                # acc is a convex combination of uint8 values: in [0, 255], round to nearest.
-                out[y, x, k] = np.uint8(min(acc[k] + np.float32(0.5), np.float32(255.0)))
+                v = acc[k]
+                near += abs(v - np.floor(v) - np.float32(0.5)) < np.float32(1e-3)
+                out[y, x, k] = np.uint8(min(max(np.floor(v + np.float32(0.5)), np.float32(0.0)),
+                                            np.float32(255.0)))
+            if near == 0:
+                continue
+            for k in range(c):  # near a rounding boundary: the float64 sum
+                v = acc[k]
+                if abs(v - np.floor(v) - np.float32(0.5)) < np.float32(1e-3):
+                    e = 0.0
+                    for t in range(nk):
+                        yy = min(max(y + t - r, 0), h - 1)
+                        row = 0.0
+                        for u in range(nk):
+                            row += g[u] * np.float64(desc[yy, min(max(x + u - r, 0), w - 1), k])
+                        e += g[t] * row
+                    out[y, x, k] = np.uint8(min(max(np.floor(e + 0.5), 0.0), 255.0))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def resize_rows_u8(desc, index, weight256):
+    """One pass of MATLAB's ``imresize`` along axis 0 of a uint8 image, rounded to uint8.
+
+    ``out[i] = round(sum_p weight256[i, p] * desc[index[i, p]] / 256)`` (half up, saturated):
+    the weights of a halving bicubic resize are multiples of 1/256, so integer arithmetic is
+    exact. Apply to the transposed image for axis 1.
+    """
+    n_out, n_taps = index.shape
+    _, w, c = desc.shape
+    out = np.empty((n_out, w, c), np.uint8)
+    acc = np.empty(c, np.int32)
+    for i in range(n_out):
+        for x in range(w):
+            for k in range(c):
+                acc[k] = 0
+            for p in range(n_taps):
+                wp = weight256[i, p]
+                if wp == 0:
+                    continue
+                src = index[i, p]
+                for k in range(c):
+                    acc[k] += wp * np.int32(desc[src, x, k])
+            for k in range(c):
+                v = (acc[k] + 128) >> 8
+                out[i, x, k] = np.uint8(min(max(v, 0), 255))
     return out
 
 
@@ -149,6 +270,16 @@ def _send(h, cone, Sk, off, y, x, qy, qx, j_in, s, d, n_lab):
             for i in range(1, n_lab):
                 v = min(v, h[i] + cone[i, l])
             Sk[qy, qx, j_in, l] = min(v, cap) - mn
+        return
+    if shift > n_lab - 1 or shift < 1 - n_lab:
+        # The two windows do not overlap. The reference (``BPFlow::UpdateSpatialMessage``) then
+        # sends ``l * s`` whatever the sign of the shift (``(L - 1 - l) * s`` from the first
+        # pixel of the image), capped at min h + d: kept as it is for equal flows.
+        for l in range(n_lab):
+            if y == 0 and x == 0:
+                Sk[qy, qx, j_in, l] = s * (n_lab - 1 - l)
+            else:
+                Sk[qy, qx, j_in, l] = min(s * l, cap)
         return
     for l in range(1, n_lab):  # distance transform, forward pass: O(L)
         h[l] = min(h[l], h[l - 1] + s)
@@ -195,22 +326,24 @@ def _dual(D, base, Mo, k, y, x, n_lab):
 
 
 @njit(cache=True, nogil=True)
-def _sweep(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h):
+def _sweep(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, h2):
     """Dispatch to a copy of the sweep specialised for the label count (``_sweep_n``)."""
     n_lab = Sk.shape[3]
     # With a literal label count LLVM unrolls the tiny per-label loops (5 labels: the finest level
     # with the defaults, where most of the time goes; measured ~25% faster there). One copy only:
     # each inlined copy adds ~7 s of first-call compilation.
     if n_lab == 5:
-        _sweep_n(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, 5)
+        _sweep_n(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, h2, 5)
+    elif n_lab == 7:
+        _sweep_n(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, h2, 7)
     else:
         _sweep_n(
-            D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, n_lab
+            D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, h2, n_lab
         )
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _sweep_n(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, n_lab):
+def _sweep_n(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, h2, n_lab):
     """One raster sweep of layer k (forward: right + down, backward: left + up) + dual messages.
 
     The sums are ordered so that the message just written by the previous pixel of the row (the
@@ -234,19 +367,23 @@ def _sweep_n(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, con
             # Horizontal message to qx = x + dx, arriving in slot ``ja`` (the side it comes
             # from); vertical one to qy = y + dy arriving in slot ``jb``. ``ja`` is also the slot
             # of p's own serial input (the message just sent by the previous pixel of the row).
-            if x + dx >= 0 and x + dx < wd:
-                for l in range(n_lab):
-                    rm = Rk[y, x, l] + Mk[y, x, l]
-                    h[l] = (rm + (Sk[y, x, 2, l] + Sk[y, x, 3, l])) + Sk[y, x, ja, l]
-                _send(h, cone, Sk, off, y, x, y, x + dx, ja, s, d, n_lab)
-            if y + dy >= 0 and y + dy < hh:
-                for l in range(n_lab):
-                    rm = Rk[y, x, l] + Mk[y, x, l]
-                    h[l] = (rm + (Sk[y, x, 1 - ja, l] + Sk[y, x, jb, l])) + Sk[y, x, ja, l]
-                _send(h, cone, Sk, off, y, x, y + dy, x, jb, s, d, n_lab)
+            # All terms are whole numbers (the reference's int messages) far inside float32's
+            # exact range, so sums can be regrouped freely: the parts off the serial chain
+            # first, p's serial input S[ja] (just sent by the previous pixel) added last.
+            send_x = x + dx >= 0 and x + dx < wd
+            send_y = y + dy >= 0 and y + dy < hh
             for l in range(n_lab):
-                s23 = Sk[y, x, 2, l] + Sk[y, x, 3, l]
-                base[l] = (Rk[y, x, l] + Sk[y, x, 0, l]) + (Sk[y, x, 1, l] + s23)
+                rm = Rk[y, x, l] + Mk[y, x, l]
+                vert = Sk[y, x, 2, l] + Sk[y, x, 3, l]
+                side = Sk[y, x, 1 - ja, l]
+                chain = Sk[y, x, ja, l]
+                h[l] = (rm + vert) + chain
+                h2[l] = (rm + (side + Sk[y, x, jb, l])) + chain
+                base[l] = (Rk[y, x, l] + vert) + (side + chain)
+            if send_x:
+                _send(h, cone, Sk, off, y, x, y, x + dx, ja, s, d, n_lab)
+            if send_y:
+                _send(h2, cone, Sk, off, y, x, y + dy, x, jb, s, d, n_lab)
             best = np.float32(np.inf)
             arg = 0
             for l in range(n_lab):
@@ -308,34 +445,28 @@ def _energy(D, R, ox, oy, s, d, X):
 
 
 @njit(cache=True, nogil=True)
-def bp_level(D, R, ox, oy, w, s, d, n_iterations, X, energy):
+def bp_level(D, R, ox, oy, w, s, d, n_iterations, X, energy, S, M):
     """Sequential dual-layer BP (the reference's BP_S schedule) on one pyramid level.
 
-    Before the first iteration both layers receive a dual message computed from the data and range
-    terms alone. Iteration ``t`` updates layer ``k = t % 2`` only: a forward raster sweep sending
-    messages right and down when ``t % 4 < 2``, else a backward sweep sending left and up; the dual
-    message from layer k to the other layer is refreshed on the way when ``t % 8 < 4``. After every
-    iteration the labels are the per-layer belief minima (taken during the sweep) and
+    ``S`` (spatial) and ``M`` (dual) are the initial messages, updated in place: zeros, or the
+    coarser grid's messages (:func:`expand_messages`). Iteration ``t`` updates layer
+    ``k = t % 2`` only: a forward raster sweep sending messages right and down when
+    ``t % 4 < 2``, else a backward sweep sending left and up; the dual message from layer k to
+    the other layer is refreshed on the way when ``t % 8 < 4``. After every iteration the labels
+    are the per-layer belief minima (taken during the sweep) and, when ``energy`` is not empty,
     ``energy[t]`` their energy.
     """
     hh, wd = ox.shape
     n_lab = 2 * w + 1
-    S = np.zeros((2, hh, wd, 4, n_lab), np.float32)
-    M = np.zeros((2, hh, wd, n_lab), np.float32)
     base = np.empty(n_lab, np.float32)
     h = np.empty(n_lab, np.float32)
+    h2 = np.empty(n_lab, np.float32)
     s32 = np.float32(s)
     d32 = np.float32(d)
     cone = np.empty((n_lab, n_lab), np.float32)
     for i in range(n_lab):
         for l in range(n_lab):
             cone[i, l] = s32 * abs(i - l)
-    # Initial dual messages from the data and range terms alone (spatial messages are zero), so
-    # that the first spatial sweep already sees the data term (see siftflow's module docstring).
-    for k in range(2):
-        for y in range(hh):
-            for x in range(wd):
-                _dual(D, R[k, y, x], M[1 - k], k, y, x, n_lab)
     for t in range(n_iterations):
         k = t % 2
         off = ox if k == 0 else oy
@@ -343,12 +474,41 @@ def bp_level(D, R, ox, oy, w, s, d, n_iterations, X, energy):
         dual = t % 8 < 4  # t = 0 included: both layers get their first labels
         _sweep(
             D, S[k], M[k], R[k], X[k], S[o], M[o], R[o], X[o], off, k, t % 4 < 2, dual,
-            s32, d32, cone, base, h,
+            s32, d32, cone, base, h, h2,
         )
-        energy[t] = _energy(D, R, ox, oy, s, d, X)
+        if energy.shape[0] > 0:
+            energy[t] = _energy(D, R, ox, oy, s, d, X)
     if n_iterations == 0:
         for k in range(2):
             _labels(S[k], M[k], R[k], X[k])
+
+
+@njit(cache=True, nogil=True)
+def range_term(ox, oy, w, gamma, out):
+    """SIFT Flow Eq. 3 small-displacement term per layer and label, stored as the reference's
+    int messages: ``out[k, y, x, l] = floor(gamma * |offset_k(y, x) + l - w|)``."""
+    h, wd = ox.shape
+    for y in range(h):
+        for x in range(wd):
+            for l in range(2 * w + 1):
+                out[0, y, x, l] = np.floor(gamma * abs(np.float64(ox[y, x] + l - w)))
+                out[1, y, x, l] = np.floor(gamma * abs(np.float64(oy[y, x] + l - w)))
+
+
+@njit(cache=True, nogil=True)
+def reduce_data_term(D):
+    """The data term of the grid coarsened by 2 (``BPFlow::generateCoarserLevel``): each coarse
+    node's cost per label is the sum of its (up to 4) fine children's costs for that label."""
+    h, w, ny, nx = D.shape
+    hc = (h + 1) // 2
+    wc = (w + 1) // 2
+    out = np.zeros((hc, wc, ny, nx), np.float32)
+    for y in range(h):
+        for x in range(w):
+            for a in range(ny):
+                for b in range(nx):
+                    out[y // 2, x // 2, a, b] += D[y, x, a, b]
+    return out
 
 
 @njit(cache=True, nogil=True)

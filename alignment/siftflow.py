@@ -3,26 +3,32 @@
 Paper first: MIJR (Sec. III-A) obtains "inter-image pixel-wise correspondences" ``Q_S`` and the
 pixel-wise feature distance ``||f(i), f(j)||_2`` from SIFT-Flow [49] (Liu, Yuen, Torralba, "SIFT
 Flow: dense correspondence across scenes and its applications", TPAMI 2011). This module is that
-SIFT-Flow, with the defaults of the reference demo for 8-bit descriptors.
+SIFT-Flow as Ce Liu's C++ release computes it (``SIFTflowc2f.m`` + ``mexDiscreteFlow`` /
+``BPFlow``), with the defaults of its demo. On the reference outputs in ``siftflow-ref`` (a
+known shift and six ECSSD pairs, 256x256) the flow equals the C++ flow on every pixel and the
+final energy equals the C++ ``final_energy`` (``benchmarks/bench_siftflow_ref.py``).
 
 Energy (SIFT Flow, Eq. 3), flow ``w(p) = (u(p), v(p))`` on the pixel grid of image 1,
 4-neighbourhood ``eps``::
 
-    E(w) = sum_p min(||s1(p) - s2(p + w(p))||_1, t)                    (data term)
-         + sum_p eta * (|u(p)| + |v(p)|)                               (small displacement)
+    E(w) = sum_p ||s1(p) - s2(p + w(p))||_1                            (data term)
+         + sum_p floor(eta |u(p)|) + floor(eta |v(p)|)                 (small displacement)
          + sum_(p,q) in eps  min(alpha |u(p) - u(q)|, d)
                            + min(alpha |v(p) - v(q)|, d)               (smoothness)
 
-Parameters, with the reference's meaning (``SIFTflowc2f.m`` / ``mexDiscreteFlow``):
+The floors are the reference's: it stores the range term in its int messages. A match outside
+image 2 costs the reference's default matching score (:func:`alignment._bp_kernels.
+_default_matching_score`: about the median of the in-image costs plus their minimum, the
+reference's histogram rule as written). The data term is not truncated (``BPFlow`` leaves
+``IsDataTermTruncated`` false; with 128 x 8-bit descriptors the L1 distances stay below 10200
+anyway).
+
+Parameters, with the reference's meaning:
 
 * ``alpha = 2 * 255``: weight of the L1 smoothness (``s`` in ``BPFlow``), per pixel of flow
   difference; descriptors are 0..255 so costs are in "descriptor units".
 * ``d = 40 * 255``: truncation of the smoothness term (a discontinuity costs at most ``d``, i.e.
-  flow jumps of more than ``d / alpha = 20`` pixels all cost the same). As asked by the issue, the
-  data term is truncated at the same ``t = d``; with 128 x 8-bit descriptors the L1 distances stay
-  far below 10200, so this truncation is in practice inactive. (The reference's ``BPFlow`` class
-  defaults to no data-term truncation, ``IsDataTermTruncated = false``; when switched on it
-  truncates at the median matching cost.)
+  flow jumps of more than ``d / alpha = 20`` pixels all cost the same).
 * ``gamma = 0.005 * 255`` (``eta`` in the paper): small-displacement weight at the finest level;
   at pyramid level ``i`` (0 = finest) it is ``gamma * 2**i`` because one coarse pixel spans
   ``2**i`` fine pixels (reference: ``gamma * 2^(i-1)`` with 1-based levels).
@@ -32,6 +38,14 @@ Parameters, with the reference's meaning (``SIFTflowc2f.m`` / ``mexDiscreteFlow`
 * ``n_top_iterations = 60`` BP iterations at the coarsest level, ``n_iterations = 30`` at the
   others.
 
+Pyramid (``SIFTflowc2f.m``): level ``i + 1`` is ``imresize(imfilter(level_i,
+fspecial('gaussian', 5, 0.67), 'replicate'), 0.5, 'bicubic')`` of the uint8 SIFT image, uint8 at
+every step as MATLAB does it (rounding after the filter and after each resize pass; rows
+first; bicubic weights with antialiasing, mirrored borders). At the coarsest level the search
+is ``[-top_window, top_window]^2`` around zero; at each finer level the flow is
+``round(imresize(flow, size, 'bicubic') * 2)`` (half away from zero), the per-pixel offset of a
+window of radius ``window + i``.
+
 Optimisation (SIFT Flow, Sec. 3.2): the horizontal and vertical flows are two coupled layers
 (dual-layer loopy BP). Each layer is a 4-connected grid with the L1-truncated smoothness and the
 range term as unary; the data term couples ``u(p)`` and ``v(p)`` of the same pixel. Messages:
@@ -39,72 +53,64 @@ range term as unary; the data term couples ``u(p)`` and ``v(p)`` of the same pix
 * spatial, in layer ``k`` from ``p`` to neighbour ``q``:
   ``m_pq(l_q) = min_lp [ h(l_p) + min(alpha |a(l_p) - a(l_q)|, d) ]`` with
   ``h = range_p + dual_p + sum of the spatial messages into p except q's``, ``a(l)`` the absolute
-  displacement of label ``l``. Computed in O(L) by the distance transform of the L1 part (one
-  forward and one backward pass), re-indexed from p's label window to q's (their offsets differ
-  after the coarse-to-fine initialisation; outside p's window the L1 cone is continued
-  exactly), then clipped at ``min h + d`` and normalised (see the decisions below).
+  displacement of label ``l``, computed in O(L) by the distance transform of the L1 part,
+  re-indexed from p's label window to q's (their offsets differ after the coarse-to-fine
+  initialisation; outside p's window the L1 cone is continued), then clipped at
+  ``min h + d``. When the two windows do not overlap at all, the reference sends ``alpha * l``
+  whatever the direction of the shift (an oversight in ``BPFlow::UpdateSpatialMessage``); it is
+  reproduced, since equal flows are the point.
 * dual, from layer ``u`` to layer ``v`` at ``p``: ``m(l_v) = min_lu [ D_p(l_u, l_v) + h_u(l_u) ]``
   with ``h_u = range_p + all spatial messages into p`` (O(L^2), the cost of the model), and
-  symmetrically.
+  symmetrically; normalised to minimum 0.
+* initialisation (``nHierarchy``): before the BP of a level, the reference runs 20 BP iterations
+  on the grid coarsened by 2 (data term summed over the 2x2 children, offsets their mean
+  truncated towards zero, ``gamma / 2``), itself initialised the same way, and copies each coarse
+  node's messages to its children; 2 coarsened grids at the coarsest pyramid level and
+  ``n_levels - 1 - i`` at level ``i`` below it. Without it BP starts from zero messages and the
+  small-displacement term alone decides the first sweep: an earlier version, lacking it, had to
+  seed BP with dual messages from the data term to recover a known shift. That version (also
+  with its own pyramid and bilinear flow up-sampling) gave the C++ flow on 0.4% of the pixels
+  of ``ecssd_0001_0003`` even from the C++ program's own SIFT.
 * schedule: the reference's sequential ``BP_S``. Iteration ``t`` touches layer ``t % 2``; it is a
   forward raster sweep (messages to the right and down) when ``t % 4 < 2`` and a backward sweep
   (left and up) otherwise; dual messages are refreshed during the sweep when ``t % 8 < 4``. Since
   messages are updated in place, a sweep carries information across the whole image (the
   "accelerated" sequential BP). After each iteration each layer takes the label of minimum belief
-  ``range + dual + 4 spatial messages`` and the energy (Eq. 3) of that labelling is recorded
-  (``energy_levels``; entry ``t`` is the energy after iteration ``t``).
+  ``range + dual + 4 spatial messages`` (the first on ties) and the energy (Eq. 3) of that
+  labelling is recorded (``energy_levels``; entry ``t`` is the energy after iteration ``t``).
 
-Coarse-to-fine (SIFT Flow, Sec. 3.2): the SIFT images are smoothed with the reference's 5-tap
-Gaussian (sigma 0.67) and decimated by 2 (``n_levels - 1`` times). At the coarsest level the
-search is ``[-top_window, top_window]^2`` around zero; at the next finer level the flow is
-up-sampled (bilinear, times 2, rounded) and becomes the per-pixel offset of a window of radius
-``window + i``.
-
-Decisions the paper leaves open (and their reasons)
----------------------------------------------------
-* Matches that fall outside image 2 cost the median of the in-image matching costs of the level
-  (the reference's ``DefaultMatchingScore``): "unknown" is priced as a typical match, so border
-  pixels are neither attracted nor repelled by out-of-image labels.
-* Message initialisation. The reference starts from zero messages (plus a few BP iterations on an
-  internally coarsened MRF, ``nHierarchy``). With zero dual messages the first sweep of the
-  horizontal layer sees only the range term; the sequential sweep multiplies that bias along the
-  grid until the truncation, and the two layers then lock each other into the small-displacement
-  labelling: on a 128x128 image shifted by (3, -2) only 69% of the pixels were recovered at the
-  reference gamma (0% with one level), 100% with gamma = 0. We therefore send, before the first
-  iteration, one dual message each way computed from the data and range terms alone
-  (``m(l_v) = min_lu D_p(l_u, l_v) + range_p(l_u)``): BP then starts from the data term. With it
-  the shift is recovered on 100% of the pixels at every gamma tried (0.001 to 1.275). We do not
-  implement ``nHierarchy``: the coarse-to-fine offsets already carry the coarse solution;
-  accuracy is measured in ``benchmarks/bench_siftflow.py`` (stereo pair: 0.72 of the pixels
-  within 1 pixel, against 0.67 quoted for the C++ reference).
-* Message normalisation. A spatial message is normalised by subtracting ``min h`` (the minimum of
-  the sender's belief) instead of its own minimum: the two differ by a constant in ``[0, d]``
-  (messages stay bounded, beliefs' argmins are unchanged) and this takes a minimum search off the
-  sweep's serial dependency chain. Dual messages are normalised to minimum 0.
-* Small windows (``L <= 9`` labels, i.e. every level but the coarsest with the defaults) compute
-  the spatial message as the direct min-convolution with the L1 cone, ``L^2`` independent
-  operations, rather than the two serial O(L) passes of the distance transform, whose chain is the
-  sweep's critical path; the result is identical. Labels whose window is shifted relative to the
-  neighbour's (different offsets) and large windows use the distance transform.
-* Early stopping is not used: fewer iterations lose accuracy (stereo pair, within 1 pixel:
-  0.72 at 30 iterations, 0.71 at 24, 0.63 at 16, 0.47 at 12).
-* The L1 data term sums ``|s1 - s2|`` over 128 uint8 channels in a 16-bit accumulator
-  (``128 * 255 < 2**16``; wider descriptors fall back to 64-bit): exact, and twice as fast.
-* Messages and costs are float32 (the reference uses int messages): data and smoothness costs
-  are integers far below float32's exact-integer range; only the range term carries rounding, at
-  the 1e-7 relative level.
+Decisions (and their reasons)
+-----------------------------
+* Spatial messages are normalised by subtracting ``min h`` (the sender's belief minimum) rather
+  than their own minimum: the two differ by a constant per message, which changes no belief's
+  argmin and no later message beyond a constant, and it takes a minimum search off the sweep's
+  serial dependency chain.
+* Messages and costs are float32 (the reference uses int messages). Every term is a whole
+  number (integer data costs, ``alpha`` and ``d``, floored range term) far inside float32's exact
+  integer range, so the arithmetic is the reference's integer arithmetic, in any order.
+* Small windows (``L <= 9``) compute the spatial message as the direct min-convolution with the
+  L1 cone (``L^2`` independent operations, a shorter dependency chain than the distance
+  transform's); the result is identical.
+* The L1 data term sums ``|s1 - s2|`` over 128 uint8 channels in a 16-bit accumulator (exact:
+  ``128 * 255 < 2**16``; wider descriptors fall back to 64-bit).
+* ``record_energy=False`` (what the pipeline runs) skips the per-iteration energies, which no
+  stage reads; the flow is the same.
 * The per-pixel matching cost returned is the L2 SIFT distance ``||s1(p) - s2(p + w(p))||_2`` (the
   quantity MIJR Eq. 2 averages), at the target clamped into image 2; ``valid`` says where
   ``p + w(p)`` lies inside image 2.
+* Images of different sizes are accepted (the reference demo assumes equal sizes); each is
+  halved on its own grid.
 
 Performance
 -----------
 All loops are numba kernels in :mod:`alignment._bp_kernels` (``nogil``, single-threaded: pairs
 run in parallel threads). Layouts are label-major and contiguous per pixel; the hot loops index
 arrays directly (array views would cost reference counting per pixel); the sweep is compiled
-separately for 5 labels (the finest level with the defaults) so the per-label loops unroll; the
-belief labels are taken during the sweep (each pixel's incoming messages are final when it is
-visited). About 80% of the time is BP at the two finest levels. ``benchmarks/bench_siftflow.py`` measures it.
+separately for 5 and 7 labels (the two finest levels with the defaults) so the per-label loops
+unroll; the belief labels are taken during the sweep (each pixel's incoming messages are final
+when it is visited). The pyramid blur runs in float32 and redoes in float64 the few values near
+a rounding boundary. ``benchmarks/bench_siftflow_ref.py`` times it against the previous version
+and quotes the C++ time.
 
 References
 ----------
@@ -118,7 +124,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from alignment import _bp_kernels as _k
@@ -153,26 +158,109 @@ class SiftFlowResult:
     energy_levels: tuple[np.ndarray, ...]
 
 
+# The reference's pyramid kernel: fspecial('gaussian', 5, 0.67), separable form.
+_PYRAMID_SIGMA = 0.67
+# Coarsened grids per pyramid level (the reference's nHierarchy): 2 at the coarsest level,
+# n_levels - 1 - level below it; each runs this many BP iterations.
+_TOP_HIERARCHY = 2
+_HIERARCHY_ITERATIONS = 20
+
+
 def _pyramid_kernel():
-    # Reference: fspecial('gaussian', 5, 0.67), then a 0.5 resize; the decimation is the 2-tap
-    # mean of the two fine pixels around each coarse pixel centre (half-pixel alignment).
     x = np.arange(-2, 3, dtype=np.float64)
-    g = np.exp(-(x**2) / (2 * 0.67**2))
-    g /= g.sum()
-    return np.convolve(g, [0.5, 0.5]).astype(np.float32)  # taps at -2 .. +3
+    g = np.exp(-(x**2) / (2 * _PYRAMID_SIGMA**2))
+    return g / g.sum()
+
+
+def _cubic(x):
+    # Keys' cubic, a = -0.5 (MATLAB imresize.m)
+    ax = np.abs(x)
+    ax2, ax3 = ax**2, ax**3
+    return ((1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1)
+            + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((1 < ax) & (ax <= 2)))
+
+
+def _resize_contributions(n_in, n_out, scale):
+    """MATLAB ``imresize`` bicubic weights along one axis: (indices, weights), each (n_out, P).
+
+    Antialiased kernel ``scale * cubic(scale * x)`` when shrinking, weights normalised per
+    output sample, out-of-range indices mirrored (``[1:n, n:-1:1]``), all-zero taps dropped.
+    """
+    if scale < 1:
+        def kernel(x):
+            return scale * _cubic(scale * x)
+        width = 4.0 / scale
+    else:
+        kernel, width = _cubic, 4.0
+    u = np.arange(1, n_out + 1, dtype=np.float64) / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - width / 2)
+    index = left[:, None] + np.arange(int(np.ceil(width)) + 2)[None, :]
+    weight = kernel(u[:, None] - index)
+    weight = weight / weight.sum(axis=1, keepdims=True)
+    mirror = np.concatenate([np.arange(n_in), np.arange(n_in - 1, -1, -1)])
+    index = mirror[np.mod(index - 1, mirror.size).astype(np.int64)]
+    keep = np.any(weight != 0, axis=0)
+    return np.ascontiguousarray(index[:, keep]), np.ascontiguousarray(weight[:, keep])
+
+
+def _halve_axis0(desc):
+    n_in = desc.shape[0]
+    index, weight = _resize_contributions(n_in, -(-n_in // 2), 0.5)
+    weight256 = weight * 256
+    if not np.array_equal(weight256, np.round(weight256)):  # dyadic at scale 0.5, always
+        raise AssertionError("halving weights are not multiples of 1/256")
+    return _k.resize_rows_u8(desc, index, weight256.astype(np.int32))
+
+
+def _pyramid_level(desc):
+    """The next coarser SIFT image as the reference builds it (uint8 at every step):
+    ``imresize(imfilter(desc, gaussian(5, 0.67), 'replicate'), 0.5, 'bicubic')``."""
+    blurred = _k.gauss_blur_u8(desc, _pyramid_kernel())
+    rows = _halve_axis0(blurred)
+    cols = _halve_axis0(np.ascontiguousarray(rows.transpose(1, 0, 2)))
+    return np.ascontiguousarray(cols.transpose(1, 0, 2))
 
 
 def _upsample_flow(v, shape):
-    up = cv2.resize(v.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    return np.rint(up * 2.0).astype(np.int32)
+    """``round(imresize(v, shape, 'bicubic') * 2)`` (float64; MATLAB rounds half away from 0)."""
+    out = v.astype(np.float64)
+    scales = (shape[0] / v.shape[0], shape[1] / v.shape[1])
+    for axis in sorted((0, 1), key=lambda a: scales[a]):  # MATLAB: smallest scale first
+        index, weight = _resize_contributions(out.shape[axis], shape[axis], scales[axis])
+        moved = np.moveaxis(out, axis, 0)
+        out = np.moveaxis(np.einsum("ip,ip...->i...", weight, moved[index]), 0, axis)
+    out = out * 2.0
+    return (np.sign(out) * np.floor(np.abs(out) + 0.5)).astype(np.int32)
 
 
 def _range_term(ox, oy, w, gamma):
-    lab = np.arange(-w, w + 1, dtype=np.float32)
     r = np.empty((2,) + ox.shape + (2 * w + 1,), np.float32)
-    r[0] = gamma * np.abs(ox[..., None] + lab)
-    r[1] = gamma * np.abs(oy[..., None] + lab)
+    _k.range_term(ox, oy, w, float(gamma), r)
     return r
+
+
+def _bp_multigrid(D, ox, oy, w, gamma, alpha, d, n_iterations, n_hierarchy, record_energy):
+    """BP on one level, its messages first initialised by BP on ``n_hierarchy`` coarsened grids
+    (``BPFlow::MessagePassing`` with nHierarchy; each coarse node's messages are copied to its
+    children). Returns labels (2, H, W), the energies (per iteration when ``record_energy``,
+    else none) and the final messages."""
+    hh, wd = ox.shape
+    n_lab = 2 * w + 1
+    if n_hierarchy > 0:
+        _, _, S_c, M_c, _ = _bp_multigrid(
+            _k.reduce_data_term(D), _k.reduce_offsets(ox), _k.reduce_offsets(oy), w, gamma / 2,
+            alpha, d, _HIERARCHY_ITERATIONS, n_hierarchy - 1, False)
+        S = np.empty((2, hh, wd, 4, n_lab), np.float32)
+        M = np.empty((2, hh, wd, n_lab), np.float32)
+        _k.expand_messages(S_c, M_c, S, M)
+    else:
+        S = np.zeros((2, hh, wd, 4, n_lab), np.float32)
+        M = np.zeros((2, hh, wd, n_lab), np.float32)
+    R = _range_term(ox, oy, w, gamma)  # Eq. 3 small displacement
+    labels = np.empty((2, hh, wd), np.int32)
+    energy = np.zeros(n_iterations if record_energy else 0, np.float64)
+    _k.bp_level(D, R, ox, oy, w, float(alpha), float(d), n_iterations, labels, energy, S, M)
+    return labels, energy, S, M, R
 
 
 def sift_flow(
@@ -187,6 +275,7 @@ def sift_flow(
     top_window: int = 10,
     n_top_iterations: int = 60,
     n_iterations: int = 30,
+    record_energy: bool = True,
 ) -> SiftFlowResult:
     """Dense SIFT-Flow from image 1 to image 2 (coarse-to-fine dual-layer BP).
 
@@ -211,6 +300,9 @@ def sift_flow(
         Search radius around zero at the coarsest level (reference: 10).
     n_top_iterations, n_iterations : int, optional
         BP iterations at the coarsest level and at every other level (reference: 60, 30).
+    record_energy : bool, optional
+        Record the energy after every BP iteration (as the reference does). False: only each
+        level's final energy (one entry per level), about 7% faster; the flow is the same.
 
     Returns
     -------
@@ -260,12 +352,11 @@ def sift_flow(
             f"(need at least {2 ** (n_levels - 1)} pixels per side)"
         )
 
-    kernel = _pyramid_kernel()
     pyr_a = [np.ascontiguousarray(desc_a)]
     pyr_b = [np.ascontiguousarray(desc_b)]
     for _ in range(n_levels - 1):
-        pyr_a.append(_k.downsample(pyr_a[-1], kernel))
-        pyr_b.append(_k.downsample(pyr_b[-1], kernel))
+        pyr_a.append(_pyramid_level(pyr_a[-1]))
+        pyr_b.append(_pyramid_level(pyr_b[-1]))
 
     energies = []
     vx = vy = None
@@ -275,19 +366,19 @@ def sift_flow(
         if lev == n_levels - 1:
             ox = np.zeros(shape, np.int32)
             oy = np.zeros(shape, np.int32)
-            w, iters = int(top_window), int(n_top_iterations)
+            w, iters, n_hier = int(top_window), int(n_top_iterations), _TOP_HIERARCHY
         else:
             ox = _upsample_flow(vx, shape)
             oy = _upsample_flow(vy, shape)
-            w, iters = int(window) + lev, int(n_iterations)
+            w, iters, n_hier = int(window) + lev, int(n_iterations), n_levels - 1 - lev
         n_lab = 2 * w + 1
         dterm = np.empty(shape + (n_lab, n_lab), np.float32)
-        default = _k.data_term(a, b, ox, oy, w, dterm)
-        _k.finish_data_term(dterm, np.float32(default), np.float32(d))  # Eq. 3 data term
-        rterm = _range_term(ox, oy, w, np.float32(gamma * 2.0**lev))  # Eq. 3 small displacement
-        labels = np.empty((2,) + shape, np.int32)
-        energy = np.zeros(iters, np.float64)
-        _k.bp_level(dterm, rterm, ox, oy, w, float(alpha), float(d), iters, labels, energy)
+        default = _k.data_term(a, b, ox, oy, w, dterm)  # Eq. 3 data term
+        _k.finish_data_term(dterm, np.float32(default))
+        labels, energy, _, _, rterm = _bp_multigrid(dterm, ox, oy, w, gamma * 2.0**lev, alpha, d,
+                                                     iters, n_hier, record_energy)
+        if not record_energy:  # the final energy only
+            energy = np.array([_k._energy(dterm, rterm, ox, oy, float(alpha), float(d), labels)])
         vx = (labels[0] + ox - w).astype(np.int32)
         vy = (labels[1] + oy - w).astype(np.int32)
         energies.append(energy)

@@ -86,18 +86,15 @@ class DenseSiftParams:
         Side of the square working grid the image is resized to (256).
     cell_size : int
         SIFT cell side in pixels (SIFT-Flow: 3).
-    clip : float or None
-        Clipping of the normalised descriptor before quantisation (None: none).
     """
 
     size: int = param(256, ge=16)
     cell_size: int = param(3, ge=1)
-    clip: float | None = param(0.2, gt=0, le=1)
 
 
 def run_dense_sift(inputs, params: DenseSiftParams, ctx):
     work = _work(inputs["pool"]["image"], params.size)
-    return {"descriptors": dense_sift(work, cell_size=params.cell_size, clip=params.clip)}
+    return {"descriptors": dense_sift(work, cell_size=params.cell_size)}
 
 
 @dataclass(frozen=True)
@@ -135,7 +132,8 @@ class SiftFlowParams:
 
 
 def run_siftflow(inputs_a, inputs_b, inputs_pair, params: SiftFlowParams, ctx):
-    f = sift_flow(inputs_a["dense_sift"]["descriptors"], inputs_b["dense_sift"]["descriptors"], **asdict(params))
+    f = sift_flow(inputs_a["dense_sift"]["descriptors"], inputs_b["dense_sift"]["descriptors"],
+                  record_energy=False, **asdict(params))  # no stage reads the energies
     # Stored small: flows are whole pixels within the image (int16). The per-pixel matching cost
     # (noise: 87 of the 92 KB of a pair) is read by no stage; its mean is kept as a diagnostic, and
     # alignment.match_cost recomputes the map from the flow when it is wanted.
@@ -212,10 +210,10 @@ register_alias("slic500", "slic")
 register(Stage(name="proposals", version="1", inputs=("pool",), params=ProposalsParams,
                granularity="image", func=run_proposals, method=proposals,
                doc="EdgeBoxes 1000 -> 100 proposals selected by Eq. 4 (MIJR Sec. III-A)"))
-register(Stage(name="dense_sift", version="1", inputs=("pool",), params=DenseSiftParams,
+register(Stage(name="dense_sift", version="2", inputs=("pool",), params=DenseSiftParams,
                granularity="image", func=run_dense_sift, method=dense_sift, store=False,
                doc="dense SIFT image on the 256x256 working grid (SIFT-Flow; recomputed, not stored)"))
-register(Stage(name="siftflow", version="2", inputs=("dense_sift",), params=SiftFlowParams,
+register(Stage(name="siftflow", version="3", inputs=("dense_sift",), params=SiftFlowParams,
                granularity="pair", func=run_siftflow, method=sift_flow, pairs_from="neighbours",
                doc="SIFT-Flow from target to neighbour: vx, vy (int16), mean L2 matching cost"))
 register(Stage(name="alignment", version="2",
