@@ -22,6 +22,10 @@ from numba import njit
 
 # Up to this many labels per layer, spatial messages use the direct L^2 min-convolution.
 _BRUTE_MAX_LABELS = 9
+# The message kernels' values are whole numbers (no NaN; infinity only as an argmin start), so
+# these fast-math flags change no result: no NaN (plain min instructions), and reassociation,
+# exact for integer-valued float32 sums in range.
+_EXACT_FASTMATH = {"nnan", "nsz", "reassoc"}
 
 
 @njit(cache=True, nogil=True)
@@ -246,7 +250,7 @@ def resize_rows_u8(desc, index, weight256):
     return out
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", fastmath=_EXACT_FASTMATH)
 def _send(h, cone, Sk, off, y, x, qy, qx, j_in, s, d, n_lab):
     """Spatial message from (y, x) to (qy, qx) given ``h`` (p's belief without q's message).
 
@@ -302,7 +306,7 @@ def _send(h, cone, Sk, off, y, x, qy, qx, j_in, s, d, n_lab):
             Sk[qy, qx, j_in, l] = min(v, cap) - mn
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", fastmath=_EXACT_FASTMATH)
 def _dual(D, base, Mo, k, y, x, n_lab):
     """Dual message from layer k to the other layer at (y, x); ``base`` = k's range + spatial."""
     if k == 0:  # vx -> vy: m(ly) = min_lx D[ly, lx] + base(lx)
@@ -325,7 +329,7 @@ def _dual(D, base, Mo, k, y, x, n_lab):
         Mo[y, x, l] -= best
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_EXACT_FASTMATH)
 def _sweep(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, h2):
     """Dispatch to a copy of the sweep specialised for the label count (``_sweep_n``)."""
     n_lab = Sk.shape[3]
@@ -342,7 +346,7 @@ def _sweep(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone,
         )
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", fastmath=_EXACT_FASTMATH)
 def _sweep_n(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, off, k, forward, dual, s, d, cone, base, h, h2, n_lab):
     """One raster sweep of layer k (forward: right + down, backward: left + up) + dual messages.
 

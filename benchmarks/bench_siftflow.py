@@ -13,8 +13,8 @@ average is recorded with the wall-clock numbers.
 Accuracy: ``skimage.data.stereo_motorcycle()`` (left, right, disparity), downscaled by 3 (images
 with area averaging, disparity sampled at the block centres and divided by 3). The flow from left
 to right should be ``vx = -disparity``; we report the fraction of valid pixels (finite,
-positive disparity) with ``|vx + disparity / 3| <= 1`` (0.67 is quoted for the C++
-reference), and the fraction with ``vy == 0``. Accuracy is not affected by the load.
+positive disparity) with ``|vx + disparity / 3| <= 1`` (0.793 is quoted for the C++
+reference on this same downscale), and the fraction with ``vy == 0``. Accuracy is not affected by the load.
 
 The per-level split (``_level_split``) re-runs ``sift_flow``'s coarse-to-fine loop from the
 module's private helpers, to time the data term and BP of each level apart; it asserts that it
@@ -43,7 +43,9 @@ from benchmarks._common import dataset_dir, read_rgb, write_results  # noqa: E40
 
 DURATION = "~1 min"
 IMAGES = dataset_dir("ECSSD") / "images"
-CPP_REFERENCE_S = (2.7, 3.2)  # quoted C++ SIFT-Flow time per 256x256 pair (not measured here)
+# C++ SIFT + SIFT-Flow per 256x256 pair, single thread, on this machine kind: the range of the
+# siftflow-ref README's table (quoted, not measured here)
+CPP_REFERENCE_S = (2.105, 2.218)
 
 
 def _load(path, size=256):
@@ -55,7 +57,7 @@ def _pair(a, b):
     t0, c0 = time.perf_counter(), time.thread_time()
     da, db = dense_sift(a), dense_sift(b)
     t1 = time.perf_counter()
-    res = sift_flow(da, db)
+    res = sift_flow(da, db, record_energy=False)  # as the pipeline runs it
     t2, c2 = time.perf_counter(), time.thread_time()
     return t1 - t0, t2 - t1, c2 - c0, res
 
@@ -98,41 +100,40 @@ def _speed(images, repeats):
 
 
 def _level_split(a, b):
-    """CPU seconds per level (data term, BP) for one pair, reproducing sift_flow's loop."""
+    """CPU seconds per level (pyramid, data term, BP with its multigrid initialisation) for one
+    pair, reproducing sift_flow's loop from its helpers (asserted to give the same flow)."""
     from alignment import siftflow as sf
 
     da, db = dense_sift(a), dense_sift(b)
-    res = sift_flow(da, db)  # for the final flow only
-    kernel = sf._pyramid_kernel()
+    res = sift_flow(da, db, record_energy=False)  # for the final flow only
+    c0 = time.thread_time()
     pa, pb = [da], [db]
     for _ in range(3):
-        pa.append(_bp_kernels.downsample(pa[-1], kernel))
-        pb.append(_bp_kernels.downsample(pb[-1], kernel))
-    out = []
+        pa.append(sf._pyramid_level(pa[-1]))
+        pb.append(sf._pyramid_level(pb[-1]))
+    out = [{"level": "pyramid", "cpu_s": time.thread_time() - c0}]
     vx = vy = None
     for lev in range(3, -1, -1):
         shape = pa[lev].shape[:2]
         if lev == 3:
             ox = np.zeros(shape, np.int32)
             oy = ox.copy()
-            w, it = 10, 60
+            w, it, n_hier = 10, 60, sf._TOP_HIERARCHY
         else:
             ox, oy = sf._upsample_flow(vx, shape), sf._upsample_flow(vy, shape)
-            w, it = 2 + lev, 30
+            w, it, n_hier = 2 + lev, 30, 3 - lev
         n = 2 * w + 1
         c0 = time.thread_time()
         dt = np.empty(shape + (n, n), np.float32)
         dflt = _bp_kernels.data_term(pa[lev], pb[lev], ox, oy, w, dt)
-        _bp_kernels.finish_data_term(dt, np.float32(dflt), np.float32(40 * 255))
+        _bp_kernels.finish_data_term(dt, np.float32(dflt))
         c1 = time.thread_time()
-        r = sf._range_term(ox, oy, w, np.float32(0.005 * 255 * 2.0**lev))
-        lab = np.empty((2,) + shape, np.int32)
-        e = np.zeros(it)
-        _bp_kernels.bp_level(dt, r, ox, oy, w, 510.0, 40 * 255.0, it, lab, e)
+        lab = sf._bp_multigrid(dt, ox, oy, w, 0.005 * 255 * 2.0**lev, 510.0, 40 * 255.0, it, n_hier,
+                               False)[0]
         c2 = time.thread_time()
         vx, vy = lab[0] + ox - w, lab[1] + oy - w
-        out.append({"level": lev, "shape": list(shape), "labels_per_layer": n,
-                    "iterations": it, "cpu_s_data_term": c1 - c0, "cpu_s_bp": c2 - c1})
+        out.append({"level": lev, "shape": list(shape), "labels_per_layer": n, "iterations": it,
+                    "coarsened_grids": n_hier, "cpu_s_data_term": c1 - c0, "cpu_s_bp": c2 - c1})
     assert np.array_equal(vx, res.vx) and np.array_equal(vy, res.vy)
     return out
 
@@ -145,15 +146,14 @@ def _stereo():
     gt = disp[1::3, 1::3][:h, :w].astype(np.float64) / 3.0
     valid = np.isfinite(gt) & (gt > 0)
     out = {"size": [h, w], "n_valid": int(valid.sum())}
-    for clip, name in ((0.2, "clip0.2"), (None, "reference_quantisation")):
-        res = sift_flow(dense_sift(lft, clip=clip), dense_sift(rgt, clip=clip))
-        err = np.abs(res.vx[valid] + gt[valid])
-        out[name] = {
-            "frac_abs_err_le_1": float(np.mean(err <= 1)),
-            "frac_abs_err_le_2": float(np.mean(err <= 2)),
-            "frac_vy_zero": float(np.mean(res.vy[valid] == 0)),
-            "median_abs_err": float(np.median(err)),
-        }
+    res = sift_flow(dense_sift(lft), dense_sift(rgt), record_energy=False)
+    err = np.abs(res.vx[valid] + gt[valid])
+    out.update({
+        "frac_abs_err_le_1": float(np.mean(err <= 1)),
+        "frac_abs_err_le_2": float(np.mean(err <= 2)),
+        "frac_vy_zero": float(np.mean(res.vy[valid] == 0)),
+        "median_abs_err": float(np.median(err)),
+    })
     return out
 
 
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": load_before, "loadavg_after": load_after},
-        "cpp_reference_s_per_pair_from_issue": CPP_REFERENCE_S,
+        "cpp_reference_s_per_pair_quoted": CPP_REFERENCE_S,
         "speed_256x256": speed,
         "levels_cpu_split_first_pair": levels,
         "stereo_motorcycle_div3": stereo,
@@ -213,29 +213,31 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "### CPU seconds per level (first pair)",
             "",
-            "| level | size | labels/layer | iterations | data term | BP |",
-            "|---|---|---|---|---|---|",
+            f"Pyramid of both images (3 halvings each): {levels[0]['cpu_s']:.3f} s.",
+            "",
+            "| level | size | labels/layer | iterations | coarsened grids | data term | BP (incl. coarsened) |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for lv in levels:
+        for lv in levels[1:]:
             lines.append(
                 f"| {lv['level']} | {lv['shape'][0]}x{lv['shape'][1]} | {lv['labels_per_layer']} | "
-                f"{lv['iterations']} | {lv['cpu_s_data_term']:.3f} | {lv['cpu_s_bp']:.3f} |"
+                f"{lv['iterations']} | {lv['coarsened_grids']} | {lv['cpu_s_data_term']:.3f} | "
+                f"{lv['cpu_s_bp']:.3f} |"
             )
         lines.append("")
     h, w = stereo["size"]
     lines += [
         f"## Accuracy: stereo_motorcycle / 3 ({h}x{w}, {stereo['n_valid']} valid pixels)",
         "",
-        "| descriptor quantisation | abs err <= 1 | abs err <= 2 | vy == 0 | median abs err |",
-        "|---|---|---|---|---|",
+        "| abs err <= 1 | abs err <= 2 | vy == 0 | median abs err |",
+        "|---|---|---|---|",
+        f"| {stereo['frac_abs_err_le_1']:.3f} | {stereo['frac_abs_err_le_2']:.3f} | "
+        f"{stereo['frac_vy_zero']:.3f} | {stereo['median_abs_err']:.2f} |",
     ]
-    for name in ("clip0.2", "reference_quantisation"):
-        s = stereo[name]
-        lines.append(
-            f"| {name} | {s['frac_abs_err_le_1']:.3f} | {s['frac_abs_err_le_2']:.3f} | "
-            f"{s['frac_vy_zero']:.3f} | {s['median_abs_err']:.2f} |"
-        )
-    lines += ["", "C++ reference (quoted): 0.67 within 1 pixel.", ""]
+    lines += ["", "The C++ program on this same downscale: 0.793 within 1 pixel (quoted, not "
+              "measured here; an earlier version of this file quoted 0.67, which was on a different "
+              "ground truth). The flow itself is compared with the C++ program's on identical "
+              "inputs in `bench_siftflow_ref.md`.", ""]
     write_results("bench_siftflow", result, "\n".join(lines))
     return 0
 
