@@ -101,27 +101,37 @@ def test_bad_input_raises(a, b, kwargs):
 
 
 @pytest.mark.parametrize("n_lab", [5, 11])
-def test_spatial_message_equals_brute_force_truncated_l1(n_lab):
-    # Kernel check: distance transform / direct min-convolution, shifted label windows, truncation.
+def test_spatial_message_equals_the_reference_rule_with_the_demo_weight(n_lab):
+    # Kernel check at alpha = 2 * 255: distance transform / direct min-convolution, shifted label
+    # windows, truncation; and beyond a shift of 2 w (windows that do not overlap) the
+    # reference's min(alpha l, min h + d), or (L - 1 - l) alpha from the first pixel.
     from alignment import _bp_kernels as k
 
     rng = np.random.default_rng(n_lab)
     w = (n_lab - 1) // 2
     s, d = np.float32(510.0), np.float32(3000.0)
     cone = (s * np.abs(np.arange(n_lab)[:, None] - np.arange(n_lab)[None])).astype(np.float32)
+    lab = np.arange(n_lab)
     for shift in range(-n_lab - 2, n_lab + 3):
-        h = rng.integers(0, 6000, n_lab).astype(np.float32)
-        off = np.array([[3, 3 + shift]], np.int32)  # p = (0, 0), q = (0, 1)
-        sk = np.zeros((1, 2, 4, n_lab), np.float32)
-        k._send(h.copy(), cone, sk, off, 0, 0, 0, 1, 0, s, d, n_lab)
-        a_p = off[0, 0] + np.arange(n_lab) - w
-        a_q = off[0, 1] + np.arange(n_lab) - w
-        pair = h[:, None] + np.minimum(s * np.abs(a_p[:, None] - a_q[None, :]), d)
-        np.testing.assert_allclose(sk[0, 1, 0], pair.min(axis=0) - h.min(), rtol=0, atol=1e-3)
+        for p, q in (((0, 0), (0, 1)), ((0, 1), (0, 2))):  # the first pixel sending, and another
+            h = rng.integers(0, 6000, n_lab).astype(np.float32)
+            off = np.full((1, 3), 3, np.int32)
+            off[q] = 3 + shift
+            sk = np.zeros((1, 3, 4, n_lab), np.float32)
+            k._send(h.copy(), cone, sk, off, *p, *q, 0, s, d, n_lab)
+            if abs(shift) > 2 * w:
+                expected = s * (n_lab - 1 - lab) if p == (0, 0) else np.minimum(s * lab, h.min() + d)
+            else:
+                a_p = 3 + lab - w
+                a_q = 3 + shift + lab - w
+                pair = h[:, None] + np.minimum(s * np.abs(a_p[:, None] - a_q[None, :]), d)
+                expected = pair.min(axis=0) - h.min()
+            np.testing.assert_array_equal(sk[0, q[1], 0], expected, err_msg=f"shift {shift} from {p}")
 
 
 def test_bp_energy_matches_an_independent_evaluation(astronaut):
-    # The recorded energy is Eq. 3 of the returned labelling (finest level, zero offsets).
+    # The recorded energy is Eq. 3 of the returned labelling (finest level, zero offsets): the
+    # L1 data term untruncated, the range term floor(gamma |u|) + floor(gamma |v|).
     from alignment import _bp_kernels as k
 
     da = dense_sift(astronaut[:48, :48])
@@ -131,22 +141,29 @@ def test_bp_energy_matches_an_independent_evaluation(astronaut):
     oy = np.zeros(shape, np.int32)
     dterm = np.empty(shape + (n_lab, n_lab), np.float32)
     default = k.data_term(da, db, ox, oy, w, dterm)
-    k.finish_data_term(dterm, np.float32(default), np.float32(10200))
+    k.finish_data_term(dterm, np.float32(default))
     gamma = 1.275
-    lab = np.arange(-w, w + 1, dtype=np.float32)
-    rterm = np.ascontiguousarray(np.broadcast_to(gamma * np.abs(lab), (2,) + shape + (n_lab,)))
+    rterm = np.empty((2,) + shape + (n_lab,), np.float32)
+    k.range_term(ox, oy, w, gamma, rterm)
     labels = np.empty((2,) + shape, np.int32)
     energy = np.zeros(9)
-    k.bp_level(dterm, rterm, ox, oy, w, 510.0, 10200.0, 9, labels, energy)
+    S = np.zeros((2,) + shape + (4, n_lab), np.float32)
+    M = np.zeros((2,) + shape + (n_lab,), np.float32)
+    k.bp_level(dterm, rterm, ox, oy, w, 510.0, 10200.0, 9, labels, energy, S, M)
     u, v = labels[0] - w, labels[1] - w
+    assert u.any() and v.any()  # the range term is not zero
     yy, xx = np.indices(shape)
-    e = dterm[yy, xx, labels[1], labels[0]].sum() + gamma * (np.abs(u) + np.abs(v)).sum()
+    e = dterm[yy, xx, labels[1], labels[0]].astype(np.int64).sum()
+    e += np.floor(gamma * np.abs(u)).sum() + np.floor(gamma * np.abs(v)).sum()
     for f in (u, v):
         e += np.minimum(510 * np.abs(np.diff(f, axis=0)), 10200).sum()
         e += np.minimum(510 * np.abs(np.diff(f, axis=1)), 10200).sum()
-    assert energy[-1] == pytest.approx(e, rel=1e-5)
-    # Out-of-image candidates were priced at the median in-image cost.
-    assert np.all(dterm >= 0)
+    assert energy[-1] == e
+    # Out-of-image candidates were priced at the default score, and nothing else changed.
+    ref = np.empty_like(dterm)
+    k.data_term(da, db, ox, oy, w, ref)
+    assert (ref == -1).any()
+    np.testing.assert_array_equal(dterm, np.where(ref == -1, np.float32(default), ref))
 
 
 def test_defaults_are_the_reference_demo_values():
@@ -155,14 +172,21 @@ def test_defaults_are_the_reference_demo_values():
     defaults = {n: p.default for n, p in inspect.signature(sift_flow).parameters.items()
                 if p.default is not inspect.Parameter.empty}
     assert defaults == {"alpha": 2 * 255, "d": 40 * 255, "gamma": 0.005 * 255, "n_levels": 4,
-                        "window": 2, "top_window": 10, "n_top_iterations": 60, "n_iterations": 30}
+                        "window": 2, "top_window": 10, "n_top_iterations": 60, "n_iterations": 30,
+                        "record_energy": True}
 
 
-def _eq3(desc_a, desc_b, vx, vy, alpha, d, gamma):
-    """SIFT Flow Eq. 3 of a flow whose targets all lie inside image 2, evaluated independently."""
+def _eq3(desc_a, desc_b, vx, vy, alpha, d, gamma, floor=True):
+    """SIFT Flow Eq. 3 of a flow whose targets all lie inside image 2, evaluated independently
+    as the reference does: L1 data term (not truncated), range term floor(gamma |u|) +
+    floor(gamma |v|) per pixel (its int messages), truncated L1 smoothness."""
     yy, xx = np.indices(vx.shape)
     l1 = np.abs(desc_a.astype(np.int64) - desc_b[yy + vy, xx + vx].astype(np.int64)).sum(axis=2)
-    e = np.minimum(l1, d).sum() + gamma * (np.abs(vx).sum() + np.abs(vy).sum())
+    if floor:
+        small = np.floor(gamma * np.abs(vx)) + np.floor(gamma * np.abs(vy))
+    else:
+        small = gamma * (np.abs(vx) + np.abs(vy))
+    e = l1.sum() + small.sum()
     for f in (vx, vy):
         e += np.minimum(alpha * np.abs(np.diff(f, axis=0)), d).sum()
         e += np.minimum(alpha * np.abs(np.diff(f, axis=1)), d).sum()
@@ -180,12 +204,58 @@ def test_recorded_energy_is_eq3_with_the_reference_weights(astronaut):
     res = sift_flow(da, db, n_levels=2, n_top_iterations=8, n_iterations=8)
     assert res.valid.all() and len(np.unique(res.vx)) > 1
     reference = _eq3(da, db, res.vx, res.vy, 2 * 255, 40 * 255, 0.005 * 255)
-    assert res.energy[-1] == pytest.approx(reference, rel=1e-5)
-    # and a different weight gives a different energy (the check can fail)
-    assert _eq3(da, db, res.vx, res.vy, 255, 40 * 255, 0.005 * 255) != pytest.approx(reference, rel=1e-5)
+    assert res.energy[-1] == reference
+    # and a different weight, or the range term without its floors, gives a different energy
+    # (the check can fail)
+    assert _eq3(da, db, res.vx, res.vy, 255, 40 * 255, 0.005 * 255) != reference
+    assert _eq3(da, db, res.vx, res.vy, 2 * 255, 40 * 255, 0.005 * 255, floor=False) != reference
     explicit = sift_flow(da, db, n_levels=2, n_top_iterations=8, n_iterations=8, alpha=510.0, d=10200.0,
                          gamma=1.275)
     np.testing.assert_array_equal(explicit.energy, res.energy)
+
+
+def test_record_energy_false_keeps_the_flow_and_each_levels_final_energy(astronaut):
+    da = dense_sift(astronaut[:48, :48])
+    db = dense_sift(np.roll(astronaut, (2, -3), axis=(0, 1))[:48, :48])
+    kwargs = dict(n_levels=3, n_top_iterations=6, n_iterations=5)
+    full = sift_flow(da, db, **kwargs)
+    last = sift_flow(da, db, record_energy=False, **kwargs)
+    for name in ("vx", "vy", "cost", "valid"):
+        np.testing.assert_array_equal(getattr(last, name), getattr(full, name))
+    assert [len(e) for e in full.energy_levels] == [6, 5, 5]
+    assert [len(e) for e in last.energy_levels] == [1, 1, 1]
+    assert [e[0] for e in last.energy_levels] == [e[-1] for e in full.energy_levels]
+    assert last.energy is last.energy_levels[-1]
+
+
+def test_upsampled_flow_is_matlab_bicubic_times_two_rounded_half_away_from_zero():
+    from alignment.siftflow import _upsample_flow
+
+    # By hand, a column (v0, v1) doubled to 4 rows. Output row i lies at input position
+    # i / 2 - 1/4; Keys' cubic at distances 1.75, 0.75, 0.25, 1.25 gives -6, 58, 222, -18 (/256),
+    # mirrored at the borders: rows 280 v0 - 24 v1, 204 v0 + 52 v1, 52 v0 + 204 v1,
+    # -24 v0 + 280 v1, all / 256, then times 2. (-4, 4): -9.5, -4.75, 4.75, 9.5;
+    # (2, 10): 2.5, 7.25, 16.75, 21.5; the halves go away from zero.
+    for column, expected in (([-4, 4], [-10, -5, 5, 10]), ([2, 10], [3, 7, 17, 22])):
+        got = _upsample_flow(np.array(column, np.int32)[:, None], (4, 2))
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, np.repeat(np.array(expected)[:, None], 2, axis=1))
+    # A random flow, against the separable product of the same 4-tap rows.
+    even = np.array([-6, 58, 222, -18]) / 256  # row 2m: inputs m - 2 .. m + 1
+    odd = even[::-1]  # row 2m + 1: inputs m - 1 .. m + 2
+
+    def doubling(n):
+        mirror = np.pad(np.arange(n), 8, mode="symmetric")
+        A = np.zeros((2 * n, n))
+        for i in range(2 * n):
+            taps, first = (even, i // 2 - 2) if i % 2 == 0 else (odd, i // 2 - 1)
+            for j, c in enumerate(taps):
+                A[i, mirror[first + j + 8]] += c
+        return A
+
+    v = np.random.default_rng(1).integers(-5, 6, (4, 5)).astype(np.int32)
+    up = doubling(4) @ v @ doubling(5).T * 2
+    np.testing.assert_array_equal(_upsample_flow(v, (8, 10)), np.sign(up) * np.floor(np.abs(up) + 0.5))
 
 
 def test_a_call_without_options_uses_the_documented_defaults():
