@@ -404,3 +404,183 @@ def test_partial_alpha_is_composited_over_white_in_proportion():
     # grey 100 at alpha 100 / 255: 100 * 100 / 255 + 255 * 155 / 255 = 194.2
     assert out.tolist() == [[[0, 0, 0], [255, 255, 255], [204, 204, 204], [255, 204, 204], [194, 194, 194]]]
     assert notes == ["alpha composited over white"]
+
+
+# --- Boundaries of the conversions, the limits and the notices. ------------------------------
+
+
+def test_float_images_within_0_1_are_times_255_and_others_min_max():
+    from pipeline.pool import _float_to_uint8
+
+    # Inside [0, 1] (bounds included) the values are kept: times 255, not stretched to 0..255.
+    assert _float_to_uint8(np.array([[0.5, 1.0]])).tolist() == [[128, 255]]
+    assert _float_to_uint8(np.array([[0.0, 0.5]])).tolist() == [[0, 128]]
+    # Just outside (a maximum of 2): min..max -> 0..255.
+    out = _float_to_uint8(np.array([[0.0, 1.0, 2.0]]))
+    assert out.tolist() == [[0, 128, 255]] and out.dtype == np.uint8
+    # A constant image outside [0, 1] is 0, its NaN pixels too.
+    assert _float_to_uint8(np.array([[7.0, np.nan]])).tolist() == [[0, 0]]
+
+
+def test_every_16_bit_value_becomes_its_value_over_257_rounded():
+    # 255 / 65535 = 1 / 257: the 8-bit value k stored as 16 bits (257 k) comes back as k, and
+    # every other value goes to the nearest.
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    out, _ = to_rgb_uint8(values)
+    np.testing.assert_array_equal(out[..., 0], np.round(values / 257.0).astype(np.uint8))
+
+
+def test_an_unsupported_layout_is_named_after_its_source():
+    with pytest.raises(BadInput) as err:
+        to_rgb_uint8(np.zeros((1, 2, 5), np.uint8))
+    assert str(err.value) == "image: unsupported image shape (1, 2, 5)"
+
+
+def test_load_image_names_the_file_of_an_unsupported_layout(tmp_path, monkeypatch):
+    import pipeline.pool
+
+    monkeypatch.setattr(pipeline.pool, "_decode", lambda path: np.zeros((2, 2, 5), np.uint8))
+    with pytest.raises(BadInput) as err:
+        load_image(tmp_path / "odd.tif")
+    assert str(err.value) == f"{tmp_path / 'odd.tif'}: unsupported image shape (2, 2, 5)"
+
+
+def test_notices_are_attributed_to_the_caller_not_to_the_loader(tmp_path):
+    import pipeline.pool
+
+    # stacklevel: a conversion notice is reported where the file was loaded from (a user's
+    # warning filter or log then shows which code read it), never at the loader's own line.
+    write_image(tmp_path / "g.png", np.zeros((2, 3), np.uint8))
+    with pytest.warns(UserWarning, match="gray converted") as rec:
+        load_image(tmp_path / "g.png")
+    assert len(rec) == 1 and rec[0].filename != pipeline.pool.__file__
+    with pytest.warns(UserWarning, match="resized") as rec:
+        load_map(tmp_path / "g.png", shape=(4, 6))
+    assert len(rec) == 1 and rec[0].filename != pipeline.pool.__file__
+
+
+def test_the_default_max_side_is_2048(tmp_path):
+    write_image(tmp_path / "wide.png", np.zeros((1, 2049, 3), np.uint8))
+    with pytest.warns(UserWarning, match=r"wide.png: downscaled from 2049x1 to 2048x1 \(max side 2048\)"):
+        assert load_image(tmp_path / "wide.png").shape == (1, 2048, 3)
+
+
+def test_max_side_one_and_thin_wide_images():
+    from pipeline.pool import limit_side
+
+    out, scaled = limit_side(np.zeros((300, 120, 3), np.uint8), 1)
+    assert scaled and out.shape == (1, 1, 3)
+    wide, scaled = limit_side(np.zeros((1, 1000, 3), np.uint8), 10)  # never a side of 0, nor more than 1
+    assert scaled and wide.shape == (1, 10, 3)
+
+
+def test_downscaling_averages_every_pixel_so_thin_lines_are_kept():
+    from pipeline.pool import limit_side
+
+    # A bright line every fourth row, downscaled 4x: each output row is the mean of four input
+    # rows (area interpolation), 255 / 4; a point-sampling or bilinear resize would drop the lines.
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[::4] = 255
+    out, scaled = limit_side(image, 2)
+    assert scaled and out.shape == (2, 2, 3)
+    assert (out == 64).all()
+
+
+def test_a_duplicate_stem_does_not_hide_the_files_after_it(tmp_path):
+    from pipeline.pool import discover
+
+    for name in ("b.jpg", "b.png", "c.png", "d.bmp"):
+        (tmp_path / name).write_bytes(b"x")
+    found = discover(tmp_path)
+    assert list(found.files) == ["b", "c", "d"] and len(found.problems) == 1
+
+
+def test_a_png_map_and_the_npy_of_its_values_load_the_same_resized_or_not(tmp_path):
+    rng = np.random.default_rng(3)
+    m8 = rng.integers(0, 256, (5, 7)).astype(np.uint8)
+    write_image(tmp_path / "m.png", m8)
+    np.save(tmp_path / "m.npy", m8.astype(np.float32) / np.float32(255))
+    np.save(tmp_path / "m64.npy", m8.astype(np.float64) / 255)
+    plain = load_map(tmp_path / "m.png")
+    np.testing.assert_array_equal(load_map(tmp_path / "m.npy"), plain)
+    np.testing.assert_array_equal(load_map(tmp_path / "m64.npy"), plain)
+    with pytest.warns(UserWarning, match="resized"):
+        big = load_map(tmp_path / "m.png", shape=(9, 13))
+    for name in ("m.npy", "m64.npy"):
+        with pytest.warns(UserWarning, match="resized"):
+            np.testing.assert_array_equal(load_map(tmp_path / name, shape=(9, 13)), big, err_msg=name)
+
+
+def test_a_resized_map_keeps_its_dark_and_bright_ends(tmp_path):
+    write_image(tmp_path / "ramp.png", np.array([[0, 255]], np.uint8))
+    with pytest.warns(UserWarning, match="resized"):
+        got = load_map(tmp_path / "ramp.png", shape=(2, 4))
+    assert got[:, 0].tolist() == [0.0, 0.0] and got[:, -1].tolist() == [1.0, 1.0]
+    assert (np.diff(got, axis=1) >= 0).all() and 0 < got[0, 1] < got[0, 2] < 1
+
+
+def test_every_stored_map_loads_within_0_1(tmp_path):
+    import cv2
+
+    # 16-bit RGB PNGs are decoded by OpenCV at full depth; whatever the layout, a map is in [0, 1].
+    cv2.imwrite(str(tmp_path / "c16.png"), np.full((2, 2, 3), 500, np.uint16))
+    Image.fromarray(np.array([[500, 65535]], np.uint16)).save(tmp_path / "g16.png")
+    write_image(tmp_path / "rgb.png", np.full((2, 2, 3), 255, np.uint8))
+    for name in ("c16.png", "g16.png", "rgb.png"):
+        got = load_map(tmp_path / name)
+        assert got.dtype == np.float32 and got.min() >= 0.0 and got.max() <= 1.0, name
+
+
+def test_a_float64_map_is_written_as_its_float32_values(tmp_path):
+    from pipeline.pool import save_map_png
+
+    # Maps are float32 in the package: a float64 map just below a rounding boundary (0.5 - 1e-11,
+    # which is 0.5 in float32) writes the same pixels as its float32 copy.
+    m = np.array([[0.5 - 1e-11, 0.5, 0.25]])
+    save_map_png(tmp_path / "a.png", m)
+    save_map_png(tmp_path / "b.png", m.astype(np.float32))
+    a, b = np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png"))
+    assert a.tolist() == b.tolist() == [[128, 128, 64]]
+
+
+def test_a_palette_image_without_transparency_loads_without_a_notice(tmp_path):
+    good = np.array([[[10, 20, 30], [200, 100, 50]]], np.uint8)
+    Image.fromarray(good).convert("P", palette=Image.ADAPTIVE, colors=2).save(tmp_path / "p.png")
+    with warnings_none():  # nothing to composite: no "alpha composited" notice
+        assert load_image(tmp_path / "p.png").tolist() == good.tolist()
+
+
+def test_cmyk_and_ycbcr_images_are_converted_to_their_rgb_colours(tmp_path):
+    Image.new("CMYK", (1, 1), (255, 0, 0, 0)).save(tmp_path / "cyan.tif")  # full cyan ink
+    assert load_image(tmp_path / "cyan.tif")[0, 0].tolist() == [0, 255, 255]
+    # Pillow's IM format keeps YCbCr as stored (TIFF and JPEG open as RGB); Y 76, Cb 85, Cr 255 is red.
+    Image.new("YCbCr", (1, 1), (76, 85, 255)).save(tmp_path / "red.im", format="IM")
+    assert Image.open(tmp_path / "red.im").mode == "YCbCr"
+    from pipeline.pool import _decode
+
+    r, g, b = _decode(tmp_path / "red.im")[0, 0].tolist()
+    assert r >= 250 and g <= 5 and b <= 5
+
+
+def test_a_float_image_is_scaled_from_its_exact_values(tmp_path):
+    # 0.6098039 (float32) times 255 is 155.4999983 exactly: 155, where float32 arithmetic would
+    # round the product to 155.5 and then to 156.
+    Image.fromarray(np.array([[0.0, 1.0, 0.6098039]], np.float32)).save(tmp_path / "f.tif")  # mode "F"
+    with pytest.warns(UserWarning, match="gray"):
+        assert load_image(tmp_path / "f.tif")[0, :, 0].tolist() == [0, 255, 155]
+
+
+def test_a_32_bit_integer_map_loads_its_zeros_and_negatives_as_zero(tmp_path):
+    Image.fromarray(np.array([[0, -5, 65535]], np.int32)).save(tmp_path / "i.tif")  # mode "I"
+    assert load_map(tmp_path / "i.tif").tolist() == [[0.0, 0.0, 1.0]]
+
+
+def test_a_big_endian_16_bit_image_loads_as_rgb_uint8(tmp_path):
+    im = Image.frombytes("I;16B", (3, 1), np.array([[500, 65535, 1000]], ">u2").tobytes())
+    im.save(tmp_path / "be.tif")
+    assert Image.open(tmp_path / "be.tif").mode == "I;16B"
+    with pytest.warns(UserWarning):
+        out = load_image(tmp_path / "be.tif")
+    assert out.shape == (1, 3, 3) and out.dtype == np.uint8 and out[0, 1].tolist() == [255, 255, 255]
+    got = load_map(tmp_path / "be.tif")
+    assert got.dtype == np.float32 and got.shape == (1, 3) and got[0, 1] == 1.0
