@@ -30,7 +30,7 @@ _EXACT_FASTMATH = {"nnan", "nsz", "reassoc"}
 
 @njit(cache=True, nogil=True)
 def data_term(desc_a, desc_b, ox, oy, w, out):
-    """SIFT Flow Eq. 3, data term (before truncation).
+    """SIFT Flow Eq. 3, data term (the reference does not truncate it).
 
     ``out[y, x, ly, lx] = ||s1(p) - s2(p + o(p) + (lx - w, ly - w))||_1``.
 

@@ -84,7 +84,10 @@ Decisions (and their reasons)
 * Spatial messages are normalised by subtracting ``min h`` (the sender's belief minimum) rather
   than their own minimum: the two differ by a constant per message, which changes no belief's
   argmin and no later message beyond a constant, and it takes a minimum search off the sweep's
-  serial dependency chain.
+  serial dependency chain. One exception: the non-overlap message's cap ``min h + d`` then sits
+  higher than the reference's by that constant. It only acts when ``alpha * (L - 1) > d``
+  (never with the defaults: at most ``510 * 20 = 10200 = d``), so with other weights the flow
+  can differ from the C++ flow there.
 * Messages and costs are float32 (the reference uses int messages). Every term is a whole
   number (integer data costs, ``alpha`` and ``d``, floored range term) far inside float32's exact
   integer range, so the arithmetic is the reference's integer arithmetic, in any order.
@@ -288,7 +291,7 @@ def sift_flow(
     alpha : float, optional
         Smoothness weight per pixel of flow difference (reference: ``2 * 255``).
     d : float, optional
-        Truncation of the smoothness and data terms (reference: ``40 * 255``).
+        Truncation of the smoothness term (reference: ``40 * 255``).
     gamma : float, optional
         Small-displacement weight ``eta`` at the finest level (reference: ``0.005 * 255``).
     n_levels : int, optional
@@ -313,10 +316,10 @@ def sift_flow(
     Notes
     -----
     Minimises (SIFT Flow Eq. 3)
-    ``sum_p min(||s1(p) - s2(p + w)||_1, d) + gamma (|u| + |v|)
+    ``sum_p ||s1(p) - s2(p + w)||_1 + floor(gamma |u|) + floor(gamma |v|)
     + sum_pq min(alpha |u_p - u_q|, d) + min(alpha |v_p - v_q|, d)``
-    by sequential dual-layer loopy BP with O(L) distance-transform messages; see the module
-    docstring for the schedule and every decision.
+    by sequential dual-layer loopy BP (the reference's, with its multigrid initialisation); see
+    the module docstring for the schedule and every decision.
 
     References
     ----------

@@ -34,7 +34,7 @@ if not __package__:  # run as a script: make the repository root importable
 from alignment import (  # noqa: E402
     bilevel_alignment, dense_sift, pixel_features, proposals, sift_flow, siftflow_match)
 from benchmarks._common import (  # noqa: E402
-    dataset_dir, gt_path, image_path, load_average, read_mask, read_rgb, write_results)
+    dataset_dir, gt_path, image_path, load_average, read_mask, read_rgb, split_stems, write_results)
 from retrieval import descriptor_batch, nearest_neighbours  # noqa: E402
 from superpixels import region_mean, slic  # noqa: E402
 
@@ -54,12 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=50, help="target images, each aligned to its neighbour")
     ap.add_argument("--pool", type=int, default=200, help="retrieval pool: the first N ECSSD images")
+    ap.add_argument("--split", choices=("train", "test"), default=None,
+                    help="draw pool and pairs from this ECSSD split only (its file order), and write "
+                         "bench_alignment_<split> with the window / object-weight sweep")
     args = ap.parse_args(argv)
     folder = dataset_dir(DATASET) / "images"
     if not folder.is_dir():
         print(f"{DATASET} not found at {folder}", file=sys.stderr)
         return 1
-    stems = sorted(p.stem for p in folder.glob("*.jpg"))[: args.pool]
+    if args.split:
+        stems = split_stems(DATASET, args.split)[: args.pool]
+    else:
+        stems = sorted(p.stem for p in folder.glob("*.jpg"))[: args.pool]
     data = [load(s) for s in stems]
     load_before = load_average()
     t0 = time.perf_counter()
@@ -84,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"bilevel": {}, "bilevel object_weight=0": {"object_weight": 0.0},
                 "bilevel colour_weight=0 (SIFT-only f)": {"colour_weight": 0.0},
                 "bilevel window=0 (QS = flow only)": {"window": 0}}
+    if args.split:  # the sweep: does a wider candidate window let the object term (Eq. 3) work?
+        variants.update({"bilevel object_weight=3": {"object_weight": 3.0},
+                         "bilevel window=8": {"window": 8}, "bilevel window=8 object_weight=0":
+                         {"window": 8, "object_weight": 0.0}, "bilevel window=8 object_weight=3":
+                         {"window": 8, "object_weight": 3.0}, "bilevel window=12": {"window": 12},
+                         "bilevel window=12 object_weight=0": {"window": 12, "object_weight": 0.0}})
     acc = {"siftflow_only": [], "chance": []}
     acc.update({k: [] for k in variants})
     t_pair = {"dense_sift_x2": [], "siftflow": [], "features_x2": [], "bilevel": []}
@@ -138,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     lines = [
         "# Alignment benchmark (MIJR Sec. III-A)", "",
-        f"Command: `.venv/bin/python benchmarks/bench_alignment.py --pairs {n_pairs} --pool {len(stems)}`", "",
-        f"ECSSD, images resized to {SIZE}x{SIZE}; the first {n_pairs} images, each paired with its nearest "
+        f"Command: `.venv/bin/python benchmarks/bench_alignment.py --pairs {n_pairs} --pool {len(stems)}"
+        f"{' --split ' + args.split if args.split else ''}`", "",
+        f"ECSSD{' ' + args.split + ' split' if args.split else ''}, images resized to {SIZE}x{SIZE}; the first "
+        f"{n_pairs} images, each paired with its nearest "
         f"neighbour among the first {len(stems)} by {how}. Superpixel GT label = majority (mean >= 0.5); "
         "accuracy = fraction of target superpixels whose aligned superpixel has the same label.", "",
         "| alignment | mean accuracy |", "|---|---|",
@@ -155,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"| **total (dense SIFT x2 + SIFT-Flow + features + bi-level)** | {res['seconds_per_pair_total_median']:.3f} |")
     lines += ["", "Per image (not per pair), median s: " + ", ".join(
         f"{k} {v:.3f}" for k, v in res["seconds_per_image_median"].items()), ""]
-    write_results("bench_alignment", res, "\n".join(lines))
+    write_results("bench_alignment" + (f"_{args.split}" if args.split else ""), res, "\n".join(lines))
     return 0
 
 
