@@ -1,6 +1,9 @@
 """SIFT-Flow: known shifts are recovered, identical images give zero flow, BP energy decreases."""
 
 import dataclasses
+from pathlib import Path
+
+import cv2
 
 import numpy as np
 import pytest
@@ -279,3 +282,27 @@ def test_the_size_check_names_the_smallest_image_side():
     with pytest.raises(ValueError) as err:
         sift_flow(a, b, n_levels=9)
     assert str(err.value) == "images of side 255 are too small for n_levels=9 (need at least 256 pixels per side)"
+
+
+REF = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "siftflow-ref"
+
+
+def _final_energy(name):
+    for line in (REF / f"{name}_energy.txt").read_text().splitlines():
+        if line.startswith("final_energy"):
+            return float(line.split()[1])
+    raise AssertionError(f"no final_energy in {name}_energy.txt")
+
+
+@pytest.mark.skipif(not REF.is_dir(), reason="the SIFT-Flow reference outputs are not beside the repository")
+@pytest.mark.parametrize("name", ["astronaut_shift", "ecssd_0005_0006"])
+def test_flow_and_energy_are_the_cpp_programs(name):
+    # Ce Liu's C++ SIFT-Flow (mexDenseSIFT + SIFTflowc2f, demo parameters) on the same PNGs:
+    # every pixel's (vx, vy) and the final energy are the reference's.
+    def rgb(key):
+        return cv2.cvtColor(cv2.imread(str(REF / f"{name}_{key}.png")), cv2.COLOR_BGR2RGB)
+
+    res = sift_flow(dense_sift(rgb("a")), dense_sift(rgb("b")))
+    np.testing.assert_array_equal(res.vx, np.load(REF / f"{name}_vx.npy"))
+    np.testing.assert_array_equal(res.vy, np.load(REF / f"{name}_vy.npy"))
+    assert res.energy[-1] == _final_energy(name)
