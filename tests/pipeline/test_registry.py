@@ -232,3 +232,87 @@ def test_an_unknown_stage_lists_the_known_ones(monkeypatch):
     with pytest.raises(KeyError) as err:
         registry.get("gamma")
     assert err.value.args[0] == "unknown stage 'gamma'; known stages: alpha, beta"
+
+
+# --- Checks that must hold for classes and stages declared at run time (plugins) ------------
+
+
+def test_param_records_exactly_the_checks_given_at_run_time(tmp_path):
+    @dataclasses.dataclass(frozen=True)
+    class R:
+        a: float = param(0.5, gt=0, lt=1)
+        b: float = param(1.0)
+        c: float = param(1.0, allow_inf=True)
+        f: str = param("", path=True)
+
+    meta = {f.name: dict(f.metadata) for f in dataclasses.fields(R)}
+    assert meta == {"a": {"gt": 0, "lt": 1}, "b": {}, "c": {"allow_inf": True}, "f": {"path": True}}
+    st = _stage(params=R)
+    assert st.path_params() == ("f",)
+    assert param_problems(st, R()) == []
+    assert param_problems(st, R(a=0, b=math.inf, c=math.inf)) == [
+        "t.a = 0: expected a number > 0, got 0",
+        "t.b = inf: expected a finite number, got inf",  # +-inf only where allow_inf is given
+    ]
+    assert param_problems(st, R(a=1)) == ["t.a = 1: expected a number < 1, got 1"]
+    assert param_problems(st, R(f=str(tmp_path / "none.bin"))) == [
+        f"t.f = {str(tmp_path / 'none.bin')!r}: expected an existing file, got {str(tmp_path / 'none.bin')!r} (no such file)"]
+
+
+def test_param_docs_accepts_names_that_start_with_a_capital():
+    class D:
+        """Attributes
+        ----------
+        Alpha : float
+            The weight.
+        """
+
+    assert param_docs(D) == {"Alpha": "The weight."}
+
+
+def test_neighbour_inputs_only_for_unbatched_stored_image_stages():
+    from pipeline.registry import NeighbourInputs
+
+    nb = NeighbourInputs("table", ("a", "pairs"))
+    st = _stage(neighbour_inputs=nb)  # an unbatched, stored image stage: accepted
+    assert st.all_inputs(P()) == ("pool", "table", "a", "pairs")
+    message = "stage t: only unbatched, stored image stages read neighbour inputs"
+    for kw in ({"granularity": "pool"}, {"batched": True}, {"store": False}):
+        with pytest.raises(ValueError) as err:
+            _stage(neighbour_inputs=nb, **kw)
+        assert str(err.value) == message, kw
+
+
+def test_stage_modules_and_plugins_are_loaded_once_on_first_use(monkeypatch):
+    registry.all_stages()
+    calls = []
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "load_plugins", lambda modules=None: calls.append(modules) or [])
+    stages = registry.all_stages()
+    assert "pool" in stages and calls == [None]
+    registry.all_stages()
+    registry.get("pool")
+    assert calls == [None]  # not again
+
+
+def test_no_plugins_variable_means_no_plugins(monkeypatch):
+    monkeypatch.delenv("PIPELINE_PLUGINS", raising=False)
+    assert registry.load_plugins() == []
+
+
+def test_a_plugin_failing_without_a_message_is_named_with_the_error_type(tmp_path, monkeypatch):
+    (tmp_path / "silent_plugin_xyz.py").write_text("raise RuntimeError()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(StageLoadError) as err:
+        registry.load_plugins("silent_plugin_xyz")
+    assert str(err.value) == "PIPELINE_PLUGINS: cannot import stage module 'silent_plugin_xyz' (RuntimeError)"
+
+
+def test_an_unknown_dependency_lists_the_known_stages_comma_separated(monkeypatch):
+    monkeypatch.setattr(registry, "_loaded", True)
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    registry.register(_stage(name="beta", inputs=()))
+    registry.register(_stage(name="alpha", inputs=("gamma",)))
+    with pytest.raises(KeyError) as err:
+        registry.topological_order(["alpha"], {})
+    assert err.value.args[0] == "unknown stage 'gamma' (needed by alpha); known stages: alpha, beta"
