@@ -504,17 +504,17 @@ def test_energy_is_not_recorded_into_an_empty_array_and_the_labels_are_the_same(
         np.testing.assert_array_equal(a, b)
 
 
-def _bp_and_enumerated_minimum(seed, hh, wd):
-    """BP's final energy (from zero messages) and the minimum over every labelling (3 x 3 labels
-    per pixel)."""
-    D, R, ox, oy, w = _problem(seed, hh=hh, wd=wd)
+def _bp_and_enumerated_minimum(seed, hh, wd, w=1):
+    """BP's final energy (from zero messages) and the minimum over every labelling
+    ((2w + 1)^2 labels per pixel)."""
+    D, R, ox, oy, w = _problem(seed, hh=hh, wd=wd, w=w)
     s, d = 6.0, 10.0
     X = np.zeros((2, hh, wd), np.int32)
     energy = np.zeros(16)
     k.bp_level(D, R, ox, oy, w, s, d, 16, X, energy, *_zero_messages(hh, wd, 2 * w + 1))
     best = min(
         _ref_energy(D, R, ox, oy, s, d, np.array(lab, np.int32).reshape(2, hh, wd))
-        for lab in itertools.product(range(3), repeat=2 * hh * wd)
+        for lab in itertools.product(range(2 * w + 1), repeat=2 * hh * wd)
     )
     return energy[-1], best
 
@@ -646,3 +646,43 @@ def test_a_dual_sweep_labels_the_other_layer_by_its_whole_belief():
             k._sweep(D, Sk, Mk, Rk, Xk, So, Mo, Ro, Xo, np.zeros((1, 1), np.int32), layer, forward, True,
                      s, d, _cone(n_lab, s), z(n_lab), z(n_lab), z(n_lab))
             assert Xo[0, 0] == 1  # beliefs 9, 5, 7
+
+
+@pytest.mark.parametrize("w", [1, 2, 3])
+def test_a_forward_sweep_on_a_grid_sends_the_reference_messages_for_every_label_count(w):
+    # Iteration 0 (BP_S): layer 0, raster order; each pixel sends right then down from its range +
+    # dual + the spatial messages it holds at that moment (those from the left and above just
+    # written in this sweep), the receiver's own message left out; then its dual message to
+    # layer 1 from its whole layer-0 belief. 5 and 7 labels run the sweep compiled for them.
+    n_lab, s, d = 2 * w + 1, 4.0, 9.0
+    hh, wd = 2, 3
+    rng = np.random.default_rng(20 + w)
+    D = rng.integers(0, 40, (hh, wd, n_lab, n_lab)).astype(np.float32)
+    ox = rng.integers(-1, 2, (hh, wd)).astype(np.int32)
+    ox[1, 2] = ox[1, 1] + 2 * w + 1  # one pair of windows that do not overlap
+    oy = rng.integers(-1, 2, (hh, wd)).astype(np.int32)
+    R = rng.integers(0, 6, (2, hh, wd, n_lab)).astype(np.float32)
+    S = rng.integers(0, 20, (2, hh, wd, 4, n_lab)).astype(np.float32)
+    for y, x in itertools.product(range(hh), range(wd)):  # no message from outside the grid
+        S[:, y, x, 0] *= x > 0
+        S[:, y, x, 1] *= x < wd - 1
+        S[:, y, x, 2] *= y > 0
+        S[:, y, x, 3] *= y < hh - 1
+    M = rng.integers(0, 20, (2, hh, wd, n_lab)).astype(np.float32)
+    eS, eM = S.copy(), M.copy()
+    for y, x in itertools.product(range(hh), range(wd)):
+        held = eS[0, y, x]
+        if x + 1 < wd:
+            h = R[0, y, x] + M[0, y, x] + held[0] + held[2] + held[3]
+            eS[0, y, x + 1, 0] = _brute_message(h, ox[y, x], ox[y, x + 1], w, s, d, (y, x) == (0, 0))
+        if y + 1 < hh:
+            h = R[0, y, x] + M[0, y, x] + held[0] + held[1] + held[2]
+            eS[0, y + 1, x, 2] = _brute_message(h, ox[y, x], ox[y + 1, x], w, s, d, (y, x) == (0, 0))
+        base = R[0, y, x] + held.sum(axis=0)
+        m = (D[y, x] + base[None, :]).min(axis=1)  # vx -> vy: min over lx of D[ly, lx] + base
+        eM[1, y, x] = m - m.min()
+    X = np.full((2, hh, wd), -1, np.int32)
+    k.bp_level(D, R, ox, oy, w, s, d, 1, X, np.zeros(1), S, M)
+    np.testing.assert_array_equal(S, eS)
+    np.testing.assert_array_equal(M, eM)
+    np.testing.assert_array_equal(X, _belief_minima(R, eS, eM))
