@@ -686,3 +686,49 @@ def test_a_forward_sweep_on_a_grid_sends_the_reference_messages_for_every_label_
     np.testing.assert_array_equal(S, eS)
     np.testing.assert_array_equal(M, eM)
     np.testing.assert_array_equal(X, _belief_minima(R, eS, eM))
+
+
+@pytest.mark.parametrize("costs", [
+    [0, 32640, 32640],                   # the median is the largest possible L1 cost (last entry)
+    [5, 32600, 32640, 32640, 32640],     # ... and most costs sit in the last bin
+    [0, 30000, 30001, 30002, 30003, 30004, 30006],  # bins 1.5 wide: several costs per bin
+    [100, 20200, 20201, 20202, 20203],   # bins just over 1 wide, the median bin shared
+])
+def test_default_score_at_the_top_of_the_cost_range_and_with_shared_bins(costs):
+    hist = np.bincount(np.asarray(costs, np.int64), minlength=128 * 255 + 1)
+    assert k._default_matching_score(hist, len(costs)) == _ref_default_score(costs)
+
+
+def test_random_cost_sets_give_the_reference_default_score():
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        lo = int(rng.integers(0, 30000))
+        costs = rng.integers(lo, min(lo + int(rng.integers(1, 30000)), 32640) + 1, int(rng.integers(1, 40)))
+        hist = np.bincount(costs, minlength=128 * 255 + 1)
+        assert k._default_matching_score(hist, costs.size) == _ref_default_score(costs), costs
+
+
+@pytest.mark.parametrize("n_iterations", [10])
+def test_the_schedule_is_the_references_bp_s(n_iterations):
+    # Iteration t updates layer t % 2 only; forward (messages arrive from the left and above:
+    # slots 0, 2) when t % 4 < 2, backward (slots 1, 3) otherwise; the dual message into the other
+    # layer changes only when t % 8 < 4. Checked by running 0, 1, ..., n iterations from one start.
+    D, R, ox, oy, w = _problem(9, hh=3, wd=4)
+    rng = np.random.default_rng(9)
+    S0 = rng.integers(0, 30, (2, 3, 4, 4, 3)).astype(np.float32)
+    S0[:, :, 0, 0] = S0[:, :, -1, 1] = S0[:, 0, :, 2] = S0[:, -1, :, 3] = 0
+    M0 = rng.integers(0, 30, (2, 3, 4, 3)).astype(np.float32)
+    states = []
+    for n in range(n_iterations + 1):
+        S, M = S0.copy(), M0.copy()
+        k.bp_level(D, R, ox, oy, w, 4.0, 9.0, n, np.zeros((2, 3, 4), np.int32), np.zeros(0), S, M)
+        states.append((S, M))
+    for t in range(n_iterations):
+        (S_a, M_a), (S_b, M_b) = states[t], states[t + 1]
+        layer, other = t % 2, 1 - t % 2
+        slots = (0, 2) if t % 4 < 2 else (1, 3)
+        changed = [j for j in range(4) if not np.array_equal(S_a[layer, :, :, j], S_b[layer, :, :, j])]
+        assert changed == list(slots), (t, changed)
+        np.testing.assert_array_equal(S_a[other], S_b[other])
+        np.testing.assert_array_equal(M_a[layer], M_b[layer])
+        assert (not np.array_equal(M_a[other], M_b[other])) == (t % 8 < 4), t
