@@ -98,10 +98,13 @@ def _decode(path: Path) -> np.ndarray:
         raise BadInput(f"{path}: {exc}") from None
     if arr.dtype == np.int32:  # mode "I": 16/32-bit gray
         arr = np.clip(arr, 0, 65535).astype(np.uint16)
+    if arr.dtype == np.dtype(">u2"):  # mode "I;16B": big-endian 16-bit gray
+        arr = arr.astype(np.uint16)
     if arr.dtype not in (np.uint8, np.uint16):
         arr = _float_to_uint8(arr.astype(np.float64))
-    if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8 and path.suffix.lower() == ".png":
-        # Pillow truncates 16-bit RGB PNGs to 8 bits; OpenCV keeps them, so prefer it for PNGs.
+    if mode in ("RGB", "RGBA", "LA") and arr.dtype == np.uint8 and path.suffix.lower() in (".png", ".tif", ".tiff"):
+        # Pillow truncates 16-bit RGB / RGBA / LA PNGs and RGB TIFFs to 8 bits; OpenCV keeps them,
+        # so prefer it for these (it gives gray + alpha as 4 channels, the gray replicated).
         arr16 = _decode_cv2(path)
         if arr16 is not None and arr16.dtype == np.uint16:
             arr = arr16
@@ -127,7 +130,7 @@ def _float_to_uint8(arr: np.ndarray) -> np.ndarray:
     if hi <= 1.0 and lo >= 0.0:
         return np.round(np.nan_to_num(arr) * 255).astype(np.uint8)
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    return np.round((np.nan_to_num(arr) - lo) * scale).astype(np.uint8)
+    return np.round(np.nan_to_num((arr - lo) * scale)).astype(np.uint8)  # NaN -> 0 after scaling
 
 
 def to_rgb_uint8(arr: np.ndarray, *, source: str = "image") -> tuple[np.ndarray, list[str]]:
@@ -207,11 +210,12 @@ def load_map(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarr
         values = np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0)
     else:
         arr = _decode(path)
+        # The scale follows the stored depth: the channel mean below is float64 whatever the input.
+        scale = 65535.0 if arr.dtype == np.uint16 else (1.0 if arr.dtype == np.bool_ else 255.0)
         if arr.ndim == 3:
             if arr.shape[2] in (2, 4):
                 arr = arr[..., :-1]
             arr = arr.mean(axis=2) if arr.shape[2] > 1 else arr[..., 0]
-        scale = 65535.0 if arr.dtype == np.uint16 else (1.0 if arr.dtype == np.bool_ else 255.0)
         values = (arr.astype(np.float32) / np.float32(scale)).clip(0.0, 1.0)
     if shape is not None and values.shape != tuple(shape):
         import cv2

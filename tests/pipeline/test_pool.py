@@ -584,3 +584,87 @@ def test_a_big_endian_16_bit_image_loads_as_rgb_uint8(tmp_path):
     assert out.shape == (1, 3, 3) and out.dtype == np.uint8 and out[0, 1].tolist() == [255, 255, 255]
     got = load_map(tmp_path / "be.tif")
     assert got.dtype == np.float32 and got.shape == (1, 3) and got[0, 1] == 1.0
+
+
+# --- 16-bit layouts, byte orders and NaN pixels. ---------------------------------------------
+
+
+def _write_png16(path, arr, color_type):
+    """A 16-bit PNG written byte by byte (color_type 4: gray + alpha, 6: RGBA), which Pillow cannot write."""
+    import struct
+    import zlib
+
+    h, w = arr.shape[:2]
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in arr)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+def test_a_16_bit_rgb_png_map_keeps_its_values(tmp_path):
+    import cv2
+
+    # The channels are averaged: the mean of 500, 1000 and 1500 is 1000 of 65535, not saturated to 1.
+    arr = np.zeros((2, 2, 3), np.uint16)
+    arr[..., 0], arr[..., 1], arr[..., 2] = 500, 1000, 1500  # R, G, B
+    cv2.imwrite(str(tmp_path / "c16.png"), arr[..., ::-1])
+    np.testing.assert_allclose(load_map(tmp_path / "c16.png"), np.full((2, 2), 1000 / 65535), rtol=1e-6)
+    cv2.imwrite(str(tmp_path / "g.png"), np.full((2, 2, 3), 500, np.uint16))
+    np.testing.assert_allclose(load_map(tmp_path / "g.png"), np.full((2, 2), 500 / 65535), rtol=1e-6)
+    rgba = np.dstack([arr, np.zeros((2, 2), np.uint16)])  # alpha dropped, as for 8-bit maps
+    cv2.imwrite(str(tmp_path / "a16.png"), rgba[..., [2, 1, 0, 3]])
+    np.testing.assert_allclose(load_map(tmp_path / "a16.png"), np.full((2, 2), 1000 / 65535), rtol=1e-6)
+
+
+def test_a_big_endian_16_bit_image_is_scaled_like_any_16_bit_image(tmp_path):
+    # Mode "I;16B" decodes to dtype >u2: scaled by 255 / 65535 with the 16-bit notice, not min-max stretched.
+    im = Image.frombytes("I;16B", (3, 1), np.array([[500, 65535, 1000]], ">u2").tobytes())
+    im.save(tmp_path / "be.tif")
+    with pytest.warns(UserWarning, match="be.tif: 16-bit converted to 8-bit"):
+        out = load_image(tmp_path / "be.tif")
+    assert out[0, :, 0].tolist() == [2, 255, 4] and out[0, :, 2].tolist() == [2, 255, 4]
+    np.testing.assert_allclose(load_map(tmp_path / "be.tif"), [[500 / 65535, 1.0, 1000 / 65535]], rtol=1e-6)
+
+
+def test_16_bit_rgba_la_png_and_rgb_tiff_keep_16_bit_precision(tmp_path):
+    import cv2
+
+    # 500 -> 2, 129 -> 1, 1000 -> 4 (round(x * 255 / 65535)), where 8-bit truncation gives 1, 0, 3.
+    rgba = np.zeros((1, 3, 4), np.uint16)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2] = 500, 129, 1000
+    rgba[0, :, 3] = [65535, 0, 13107]  # opaque, transparent, 20% opaque (51 in 8 bits)
+    cv2.imwrite(str(tmp_path / "rgba16.png"), rgba[..., [2, 1, 0, 3]])
+    with pytest.warns(UserWarning, match="rgba16.png: 16-bit converted to 8-bit"):
+        out = load_image(tmp_path / "rgba16.png")
+    # alpha as for 8-bit images: 2 * 0.2 + 255 * 0.8 = 204.4, 1 -> 204.2, 4 -> 204.8
+    assert out[0].tolist() == [[2, 1, 4], [255, 255, 255], [204, 204, 205]]
+    la = np.zeros((1, 3, 2), np.uint16)
+    la[0, :, 0] = [500, 1000, 129]
+    la[0, :, 1] = [65535, 65535, 0]
+    _write_png16(tmp_path / "la16.png", la, color_type=4)
+    with pytest.warns(UserWarning, match="la16.png: 16-bit converted to 8-bit"):
+        out = load_image(tmp_path / "la16.png")
+    assert out[0].tolist() == [[2, 2, 2], [4, 4, 4], [255, 255, 255]]
+    np.testing.assert_allclose(load_map(tmp_path / "la16.png"), [[500 / 65535, 1000 / 65535, 129 / 65535]],
+                               rtol=1e-6)
+    cv2.imwrite(str(tmp_path / "rgb16.tif"), rgba[..., [2, 1, 0]])
+    with pytest.warns(UserWarning, match="rgb16.tif: 16-bit converted to 8-bit"):
+        out = load_image(tmp_path / "rgb16.tif")
+    assert out[0, 0].tolist() == [2, 1, 4]
+    np.testing.assert_allclose(load_map(tmp_path / "rgb16.tif"), np.full((1, 3), (500 + 129 + 1000) / 3 / 65535),
+                               rtol=1e-6)
+
+
+def test_nan_pixels_of_a_float_image_outside_0_1_are_the_darkest_value():
+    from pipeline.pool import _float_to_uint8
+
+    # NaN becomes 0 after the scaling, whatever the minimum: never wrapped, never mid-grey.
+    assert _float_to_uint8(np.array([[2.0, 3.0, np.nan]])).tolist() == [[0, 255, 0]]
+    assert _float_to_uint8(np.array([[-1.0, 0.0, 1.0, np.nan]])).tolist() == [[0, 128, 255, 0]]
+    assert _float_to_uint8(np.array([[0.5, 1.0, np.nan]])).tolist() == [[128, 255, 0]]  # inside [0, 1]
+    out, _ = to_rgb_uint8(np.array([[np.nan, 4.0, 6.0]], np.float32))
+    assert out[0, :, 0].tolist() == [0, 0, 255]
