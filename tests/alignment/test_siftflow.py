@@ -1,6 +1,7 @@
 """SIFT-Flow: known shifts are recovered, identical images give zero flow, BP energy decreases."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import cv2
@@ -306,3 +307,49 @@ def test_flow_and_energy_are_the_cpp_programs(name):
     np.testing.assert_array_equal(res.vx, np.load(REF / f"{name}_vx.npy"))
     np.testing.assert_array_equal(res.vy, np.load(REF / f"{name}_vy.npy"))
     assert res.energy[-1] == _final_energy(name)
+
+
+def _flat_pair(h=16, w=16):
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (h, w, 128), dtype=np.uint8)
+    return a, np.roll(a, 1, axis=1)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_levels": 0}, "n_levels must be a positive integer, got 0"),
+    ({"n_levels": 1.5}, "n_levels must be a positive integer, got 1.5"),
+    ({"window": -1}, "window must be a non-negative integer, got -1"),
+    ({"window": 1.5}, "window must be a non-negative integer, got 1.5"),
+    ({"top_window": -1}, "top_window must be a non-negative integer, got -1"),
+    ({"n_top_iterations": -1}, "n_top_iterations must be a non-negative integer, got -1"),
+    ({"n_iterations": -2}, "n_iterations must be a non-negative integer, got -2"),
+    ({"alpha": -1.0}, "alpha must be a finite non-negative number, got -1.0"),
+    ({"d": np.inf}, "d must be a finite non-negative number, got inf"),
+    ({"gamma": np.nan}, "gamma must be a finite non-negative number, got nan"),
+])
+def test_a_bad_option_is_named_in_the_error(kwargs, message):
+    a, b = _flat_pair()
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        sift_flow(a, b, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["desc_a", "desc_b"])
+def test_a_bad_descriptor_image_is_named_in_the_error(name):
+    a, b = _flat_pair()
+    bad = {"desc_a": a.astype(np.float32), "desc_b": b[..., 0]}[name]
+    args = (bad, b) if name == "desc_a" else (a, bad)
+    with pytest.raises(ValueError, match=f"^{name} must be an \\(H, W, C\\) uint8 dense-SIFT image"):
+        sift_flow(*args)
+
+
+def test_the_smallest_accepted_options_and_image_run():
+    # the lower bounds are inclusive: one level, zero windows and iterations, zero weights, and
+    # images of exactly 2 ** (n_levels - 1) pixels per side
+    a, b = _flat_pair(8, 8)
+    for kwargs in ({"n_levels": 1}, {"window": 0, "top_window": 0}, {"n_top_iterations": 0, "n_iterations": 0},
+                   {"alpha": 0.0, "d": 0.0, "gamma": 0.0}, {"alpha": 0.5, "gamma": 0.5}, {"n_levels": 4}):
+        res = sift_flow(a, b, **kwargs)
+        assert res.vx.shape == (8, 8), kwargs
+    with pytest.raises(ValueError, match="^images of side 7 are too small for n_levels=4"):
+        sift_flow(a[:7], b, n_levels=4)
+    assert len(sift_flow(a, b, n_levels=3).energy_levels) == 3
