@@ -69,8 +69,8 @@ range term as unary; the data term couples ``u(p)`` and ``v(p)`` of the same pix
   ``n_levels - 1 - i`` at level ``i`` below it. Without it BP starts from zero messages and the
   small-displacement term alone decides the first sweep: an earlier version, lacking it, had to
   seed BP with dual messages from the data term to recover a known shift. That version (also
-  with its own pyramid and bilinear flow up-sampling) gave the C++ flow on 0.4% of the pixels
-  of ``ecssd_0001_0003`` even from the C++ program's own SIFT.
+  with its own dense SIFT, pyramid and bilinear flow up-sampling) gave the C++ flow on 0.0-1.4%
+  of the pixels of the six ECSSD reference pairs (``bench_siftflow_ref.py --baseline``).
 * schedule: the reference's sequential ``BP_S``. Iteration ``t`` touches layer ``t % 2``; it is a
   forward raster sweep (messages to the right and down) when ``t % 4 < 2`` and a backward sweep
   (left and up) otherwise; dual messages are refreshed during the sweep when ``t % 8 < 4``. Since
