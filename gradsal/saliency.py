@@ -90,6 +90,7 @@ def saliency(
     steps: int = 10,
     gamma: float = 0.01,
     epsilon: float = 1e-2,
+    step_rule: str = "fixed",
     theta: float = 0.0,
     theta_final: float = 0.0,
     alpha: float = 0.1,
@@ -112,7 +113,9 @@ def saliency(
     gamma : float, optional
         Clamping weight of Eq. 1.
     epsilon : float, optional
-        Learning rate of Eq. 2 on the [0, 1] pixel scale.
+        Step of Eq. 2 on the [0, 1] pixel scale (see ``step_rule``).
+    step_rule : {"fixed", "normalised", "line_search"}, optional
+        How the step of Eq. 2 is sized (:func:`gradsal.descent.gradient_descent`).
     theta : float, optional
         Pruning threshold of the raw map, as a fraction of its maximum.
     theta_final : float, optional
@@ -166,7 +169,8 @@ def saliency(
 
     # Algorithm 1, lines 1-8 (Eqs. 1-3): descend, difference averaged over RGB.
     diff, label, cost = gradient_descent(image, model, steps=steps, gamma=gamma,
-                                         epsilon=epsilon, input_size=input_size)
+                                         epsilon=epsilon, input_size=input_size,
+                                         step_rule=step_rule)
     diff = cv2.resize(diff, (w, h), interpolation=cv2.INTER_LINEAR)
     # Lines 9-10: prune with theta, normalise.
     raw = prune_normalize(diff, theta, quantile=quantile)

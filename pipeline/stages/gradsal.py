@@ -26,7 +26,9 @@ class GradsalParams:
     gamma : float
         Clamping weight of Eq. 1.
     epsilon : float
-        Step size of Eq. 2 on the [0, 1] pixel scale.
+        Step size of Eq. 2 on the [0, 1] pixel scale (its meaning depends on ``step_rule``).
+    step_rule : str
+        How the step of Eq. 2 is sized: ``fixed``, ``normalised`` or ``line_search``.
     theta : float
         Pruning threshold of the raw map, as a fraction of its peak.
     theta_final : float
@@ -50,6 +52,7 @@ class GradsalParams:
     steps: int = param(10, ge=1)
     gamma: float = param(0.01, ge=0)
     epsilon: float = param(0.01, gt=0)
+    step_rule: str = param("fixed", choices=("fixed", "normalised", "line_search"))
     theta: float = param(0.0, ge=0, lt=1)
     theta_final: float = param(0.0, ge=0, lt=1)
     alpha: float = param(0.1, ge=0, le=1)
