@@ -88,10 +88,10 @@ def gradient_descent(
     model: Backbone,
     *,
     steps: int = 10,
-    gamma: float = 0.01,
-    epsilon: float = 0.01,
+    gamma: float = 0.0,
+    epsilon: float = 0.02,
     input_size: int = 224,
-    step_rule: str = "fixed",
+    step_rule: str = "line_search",
     max_halvings: int = 20,
     armijo: float = 1e-4,
 ) -> tuple[np.ndarray, int, np.ndarray]:

@@ -106,7 +106,7 @@ def slic_smooth(saliency: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return broadcast(region_mean(saliency, labels, n), labels).astype(np.float32)
 
 
-def refine(smoothed: np.ndarray, lowlevel: np.ndarray, alpha: float = 0.1) -> np.ndarray:
+def refine(smoothed: np.ndarray, lowlevel: np.ndarray, alpha: float = 0.05) -> np.ndarray:
     """Multiply a smoothed map by a low-level map rescaled to ``[alpha, 1 + alpha]`` (Eq. 6).
 
     Parameters

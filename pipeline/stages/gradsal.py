@@ -50,13 +50,13 @@ class GradsalParams:
     """
 
     steps: int = param(10, ge=1)
-    gamma: float = param(0.01, ge=0)
-    epsilon: float = param(0.01, gt=0)
-    step_rule: str = param("fixed", choices=("fixed", "normalised", "line_search"))
+    gamma: float = param(0.0, ge=0)
+    epsilon: float = param(0.02, gt=0)
+    step_rule: str = param("line_search", choices=("fixed", "normalised", "line_search"))
     theta: float = param(0.0, ge=0, lt=1)
     theta_final: float = param(0.0, ge=0, lt=1)
-    alpha: float = param(0.1, ge=0, le=1)
-    quantile: float = param(0.95, gt=0, le=1)
+    alpha: float = param(0.05, ge=0, le=1)
+    quantile: float = param(0.99, gt=0, le=1)
     input_size: int = param(224, ge=32)
     n_segments: int = param(100, ge=1)
     compactness: float = param(10.0, gt=0)
@@ -82,7 +82,7 @@ def run_gradsal(inputs, params: GradsalParams, ctx):
 
 
 register(Stage(
-    name="gradsal", version="2", inputs=("pool",), params=GradsalParams, granularity="image",
+    name="gradsal", version="3", inputs=("pool",), params=GradsalParams, granularity="image",
     func=run_gradsal, method=gradsal_saliency, produces_map=True, resources=Resources(wants_gpu=True),
     doc="GradSal: gradient descent on DCNN input + SLIC smoothing + low-level refinement",
 ))

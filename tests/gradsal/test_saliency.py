@@ -102,7 +102,7 @@ def test_building_blocks_take_the_defaults_of_saliency():
     from gradsal.postprocess import prune_normalize, refine
 
     top = inspect.signature(saliency).parameters
-    for block, names in ((gradient_descent, ("steps", "gamma", "epsilon", "input_size")),
+    for block, names in ((gradient_descent, ("steps", "gamma", "epsilon", "input_size", "step_rule")),
                          (prune_normalize, ("theta",)), (refine, ("alpha",))):
         sig = inspect.signature(block).parameters
         for n in names:
