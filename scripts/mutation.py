@@ -61,8 +61,8 @@ MODULES: dict[str, dict] = {
         "tests": ["tests/pipeline/test_pool.py"],
     },
     "pipeline/evaluation/metrics.py": {
-        "tests": ["tests/pipeline/evaluation/test_metrics.py", "tests/pipeline/evaluation/test_io.py",
-                  "tests/pipeline/evaluation/test_reports.py"],
+        "tests": ["tests/pipeline/evaluation/test_metrics.py", "tests/pipeline/evaluation/test_metrics_contract.py",
+                  "tests/pipeline/evaluation/test_io.py", "tests/pipeline/evaluation/test_reports.py"],
     },
     "pipeline/registry.py": {
         "tests": ["tests/pipeline/test_registry.py", "tests/pipeline/test_config.py",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -196,6 +197,70 @@ def markdown(board: Mapping) -> str:
     lines += ["## Papers without a comparable number", ""]
     lines += [f"- **{p['paper']}**: {p['why']}" for p in board["papers_without_comparison"]] + [""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+SUMMARY_METRICS = (("max_f", "max F"), ("mae", "MAE"))
+README_BEGIN, README_END = "<!-- results board: begin -->", "<!-- results board: end -->"
+
+
+def _summary_cell(cell: Mapping) -> str:
+    """``max F / MAE`` of a cell; a promoter cell marks a metric made worse with the board's mark."""
+    if cell.get("status") != mx.OK:
+        return f"*{cell.get('status', mx.NOT_BUILT)}*"
+    worse = set(cell.get("worse", ()))
+    parts = []
+    for key, _ in SUMMARY_METRICS:
+        value = cell["metrics"].get(key)
+        text = _fmt(value)
+        if key in worse:
+            text += f" {mx.WORSE_MARK}"
+        parts.append(text)
+    return " / ".join(parts)
+
+
+def readme_summary(board: Mapping, *, board_page: str = "BENCHMARKS.md") -> str:
+    """The README's short results section, from a board record: per dataset a max F / MAE matrix
+    (a promoter's number marked where it is worse than the raw prior's), the machine and commit,
+    and the contact sheet of the first dataset that has one. Links are relative to ``board_page``'s
+    folder (where the board wrote its figures)."""
+    m = board["machine"]
+    columns = board["columns"]
+    lines = [f"From `{board['command']}` at commit `{board['commit']}` ({board['created'][:10]}), on "
+             f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpu']}; the whole board took "
+             f"{board['wall_s'] / 60:.0f} min. Cells: max F / MAE; {mx.WORSE_MARK} marks a promoter that made "
+             f"that number worse than the raw prior's. Adaptive F, S-measure, max E, the papers' own numbers, "
+             f"seconds per stage and PR curves are in [{board_page}]({board_page}).", ""]
+    if board.get("quick") or board["options"].get("limit"):
+        lines += ["*A subset run: a check that the board builds, not the results.*", ""]
+    sheet = None
+    for name, ds in board["datasets"].items():
+        if ds.get("status") != mx.OK:
+            lines += [f"**{ds.get('label', name)}**: not on the board ({ds.get('reason', 'missing')}).", ""]
+            continue
+        lines += [f"**{ds.get('label', name)}** ({ds['n_images']} images)", "",
+                  "| prior | " + " | ".join(mx.column_label(c) for c in columns) + " |",
+                  "|:---|" + ":---|" * len(columns)]
+        for row in ds["rows"].values():
+            cells = row["cells"]
+            lines.append(f"| {row['label']} | "
+                         + " | ".join(_summary_cell(cells.get(c, {"status": mx.NOT_BUILT})) for c in columns) + " |")
+        lines.append("")
+        if sheet is None and ds.get("figures", {}).get("contact"):
+            sheet = (ds.get("label", name), ds["figures"]["contact"], ds.get("best_row"))
+    if sheet:
+        folder = posixpath.dirname(board_page)  # the figures lie beside the board's page
+        link = posixpath.join(folder, sheet[1]) if folder else sheet[1]
+        lines += [f"Where the maps disagree most on {sheet[0]}: image, GT, every prior, then every promoter "
+                  f"of the best prior ({sheet[2]}):", "", f"![contact sheet {sheet[0]}]({link})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_readme_section(readme: str, section: str) -> str:
+    """``readme`` with the text between the results-board markers replaced by ``section``."""
+    begin, end = readme.find(README_BEGIN), readme.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"the README has no {README_BEGIN} ... {README_END} markers")
+    return readme[:begin + len(README_BEGIN)] + "\n" + section + readme[end:]
 
 
 def write(board: Mapping, out: Path) -> dict[str, Path]:

@@ -233,3 +233,48 @@ def test_tiny_board_builds_with_every_row_and_column(tmp_path):
     assert "| prior | raw | +crf | +absent_promoter |" in page and "*not built*" in page
     assert "+absent_promoter: not built (every row): stage `absent_promoter` is not registered" in page
     assert "DSS (published)" in page and "![PR curves SOD](board/pr_SOD.png)" in page
+
+
+def _summary_board(quick=False):
+    ok = {"status": "ok", "metrics": {"max_f": 0.8, "adp_f": 0.7, "mae": 0.1, "s_measure": 0.75, "max_e": 0.9}}
+    worse = {"status": "ok", "metrics": {"max_f": 0.7, "adp_f": 0.6, "mae": 0.09, "s_measure": 0.7, "max_e": 0.8},
+             "delta": {"max_f": -0.1, "mae": -0.01}, "worse": ["max_f", "adp_f"]}
+    ds = {"status": "ok", "label": "ECSSD test", "n_images": 2, "best_row": "u2netp",
+          "rows": {"u2netp": {"label": "u2netp", "cells": {"raw": ok, "crf": worse,
+                                                            "lps": {"status": "not built", "reason": "x"}}}},
+          "figures": {"contact": "board/contact_ECSSD.png"}}
+    return {"command": "python -m pipeline bench", "commit": "abc1234", "created": "2026-12-03T10:00:00",
+            "wall_s": 600.0, "columns": ["raw", "crf", "lps"], "quick": quick, "options": {"limit": None},
+            "machine": {"cpu": "Some CPU", "cores": 2, "memory_gib": 24, "gpu": "none"},
+            "datasets": {"ECSSD": ds, "SOD": {"status": "missing", "label": "SOD test", "reason": "no folder"}}}
+
+
+def test_readme_summary_is_max_f_and_mae_with_worse_marks_and_the_contact_sheet():
+    from pipeline.board.report import readme_summary
+
+    text = readme_summary(_summary_board())
+    assert "`python -m pipeline bench` at commit `abc1234` (2026-12-03), on Some CPU, 2 cores, 24 GiB" in text
+    assert "took 10 min" in text
+    assert "| prior | raw | +crf | +lps |" in text
+    assert "| u2netp | 0.800 / 0.100 | 0.700 ▼ / 0.090 | *not built* |" in text
+    assert "**SOD test**: not on the board (no folder)." in text
+    assert "![contact sheet ECSSD test](board/contact_ECSSD.png)" in text
+    assert "subset run" not in text
+    assert "subset run" in readme_summary(_summary_board(quick=True))
+
+
+def test_readme_section_replaced_between_its_markers_only():
+    from pipeline.board.report import README_BEGIN, README_END, replace_readme_section
+
+    readme = f"# t\n\n{README_BEGIN}\nold\n{README_END}\n\nrest\n"
+    assert replace_readme_section(readme, "new\n") == f"# t\n\n{README_BEGIN}\nnew\n{README_END}\n\nrest\n"
+    with pytest.raises(ValueError, match="markers"):
+        replace_readme_section("# no markers\n", "new\n")
+
+
+def test_readme_summary_links_the_figures_beside_the_board_page():
+    from pipeline.board.report import readme_summary
+
+    text = readme_summary(_summary_board(), board_page="results/BENCHMARKS.md")
+    assert "[results/BENCHMARKS.md](results/BENCHMARKS.md)" in text
+    assert "![contact sheet ECSSD test](results/board/contact_ECSSD.png)" in text
