@@ -5,6 +5,7 @@ import json
 import logging
 from pathlib import Path
 
+import joblib
 import numpy as np
 import py_sod_metrics as sod
 import pytest
@@ -259,7 +260,9 @@ def test_parallel_scoring_equals_the_serial_one():
     maps = {"p": {"a": _soft(), "b": gt}, "q": {"a": gt, "b": _soft()[::-1].copy()}}
     gts = {"a": gt, "b": _square(box=(0, 3, 0, 3))}
     serial = evaluate_methods(maps, gts, log=False)
-    parallel = evaluate_methods(maps, gts, n_jobs=2, log=False)
+    # threads instead of processes: the same Parallel path, without seconds of worker start-up
+    with joblib.parallel_backend("threading", n_jobs=2):
+        parallel = evaluate_methods(maps, gts, n_jobs=2, log=False)
     assert parallel.methods == serial.methods == ("p", "q")
     assert parallel.to_dict() == serial.to_dict()
 
