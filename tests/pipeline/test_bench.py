@@ -278,3 +278,24 @@ def test_readme_summary_links_the_figures_beside_the_board_page():
     text = readme_summary(_summary_board(), board_page="results/BENCHMARKS.md")
     assert "[results/BENCHMARKS.md](results/BENCHMARKS.md)" in text
     assert "![contact sheet ECSSD test](results/board/contact_ECSSD.png)" in text
+
+
+def test_readme_results_script_rewrites_only_the_marked_section(tmp_path):
+    import importlib.util
+
+    from pipeline.board.report import README_BEGIN, README_END
+
+    spec = importlib.util.spec_from_file_location("readme_results", ROOT / "scripts" / "readme_results.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (tmp_path / "results").mkdir()
+    board_json = tmp_path / "results" / "benchmarks.json"
+    board_json.write_text(json.dumps(_summary_board()))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n{README_BEGIN}\nstale\n{README_END}\ntail\n")
+    assert script.main(["--board", str(board_json), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith(f"# title\n{README_BEGIN}\nFrom `python -m pipeline bench`")
+    assert text.endswith(f"{README_END}\ntail\n") and "stale" not in text
+    assert "(results/board/contact_ECSSD.png)" in text
+    assert script.main(["--board", str(tmp_path / "absent.json"), "--readme", str(readme)]) == 1
