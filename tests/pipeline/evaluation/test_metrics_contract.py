@@ -249,8 +249,8 @@ def test_an_unreadable_map_is_skipped_under_its_method_and_map_kinds_are_reporte
 
 def test_a_method_with_no_scoreable_image_is_said_and_absent():
     gt = _square()
-    res = evaluate_methods({"ok": {"bad": gt}, "m": _Failing()}, {"bad": gt}, log=False)
-    assert res.methods == ("ok",)
+    res = evaluate_methods({"m": _Failing(), "ok": {"bad": gt}}, {"bad": gt}, log=False)
+    assert res.methods == ("ok",)  # the method after it is still scored
     assert "m: no image could be scored" in res.notices
     assert "m: 1 file(s) cannot be read and were skipped: bad [first line of the reason]" in res.notices
 
@@ -341,3 +341,88 @@ def test_to_dict_is_strict_json_with_every_part_in_place():
     for name, curve in m["curves"].items():
         assert isinstance(curve, list) and len(curve) == 256
         assert curve == pytest.approx(res.curves["m"][name].tolist())
+
+
+def test_an_unreadable_mask_early_in_the_pool_does_not_stop_the_rest():
+    gt = _square()
+    gts = _Failing(a=gt, c=gt)
+    stems = ["a", "bad", "c"]
+    res = evaluate_methods({"m": {s: gt for s in stems}}, gts, stems=stems, log=False)
+    assert list(res.per_image["m"]) == ["a", "c"]
+
+
+def test_an_unreadable_map_reason_is_cut_at_200_characters():
+    gt = _square()
+
+    class Long(_Failing):
+        def __getitem__(self, key):
+            if key == "bad":
+                raise OSError("y" * 300 + "\nsecond")
+            return dict.__getitem__(self, key)
+
+    res = evaluate_methods({"m": Long(a=gt)}, {"a": gt, "bad": gt}, log=False)
+    assert res.notices == ("m: 1 file(s) cannot be read and were skipped: bad [" + "y" * 200 + "]",)
+
+
+def test_exactly_three_missing_or_extra_stems_have_no_remainder_and_four_extra_have_one():
+    gt = _square()
+    res = evaluate_methods({"m": {"a": gt, "e1": gt, "e2": gt, "e3": gt}}, {s: gt for s in "abcd"}, log=False)
+    assert res.notices == (
+        "m: 3 of 4 GT images have no map; scored on the 1 in common (missing: b, c, d)",
+        "m: 3 map(s) have no GT mask and are ignored: e1, e2, e3",
+    )
+    res4 = evaluate_methods({"m": {"a": gt, "e1": gt, "e2": gt, "e3": gt, "e4": gt}}, {"a": gt}, log=False)
+    assert res4.notices == ("m: 4 map(s) have no GT mask and are ignored: e1, e2, e3 (+1 more)",)
+
+
+def test_beta2_and_alpha_reach_every_method():
+    gt = _square()
+    pred = _square(box=(2, 6, 2, 8))
+    soft = _soft()
+    for beta2, alpha in ((1.0, 0.5), (0.3, 0.9)):
+        res = evaluate_methods({"m": {"a": pred, "b": soft}}, {"a": gt, "b": _square(box=(1, 5, 2, 7))},
+                               beta2=beta2, alpha=alpha, log=False)
+        ev = SODEvaluator(beta2=beta2, alpha=alpha)
+        rows = [ev.step(pred, gt), ev.step(soft, _square(box=(1, 5, 2, 7)))]
+        assert res.per_image["m"]["a"] == rows[0] and res.per_image["m"]["b"] == rows[1]
+
+
+def test_the_result_keeps_the_sources_it_scored():
+    gt, soft = _square(), _soft()
+    res = evaluate_methods({"m": {"a": soft}}, {"a": gt}, log=False)
+    assert np.array_equal(res.maps["m"]["a"], soft)
+    assert np.array_equal(res.gts["a"], gt)
+
+
+class _SerialParallel:
+    """Stands in for joblib.Parallel: records n_jobs and runs the calls in order, here."""
+
+    calls: list = []
+
+    def __init__(self, n_jobs=None, **kw):
+        self.calls.append(n_jobs)
+
+    def __call__(self, tasks):
+        return [f(*a, **k) for f, a, k in tasks]
+
+
+@pytest.fixture
+def fake_parallel(monkeypatch):
+    _SerialParallel.calls = []
+    monkeypatch.setattr(joblib, "Parallel", _SerialParallel)
+    return _SerialParallel.calls
+
+
+def test_one_job_scores_in_this_process_and_more_go_to_joblib(fake_parallel):
+    gt = _square()
+    nan_map = _soft().astype(np.float32) / 255
+    nan_map[0, 0] = np.nan
+    maps = {"p": {"a": nan_map}, "q": {"a": gt}}
+    evaluate_methods(maps, {"a": gt}, log=False)                 # default: one job, no joblib
+    evaluate_methods(maps, {"a": gt}, n_jobs=1, log=False)
+    evaluate_methods({"p": {"a": gt}}, {"a": gt}, n_jobs=2, log=False)  # one method: nothing to share
+    assert fake_parallel == []
+    res = evaluate_methods(maps, {"a": gt}, n_jobs=3, log=False)
+    assert fake_parallel == [3]
+    assert res.methods == ("p", "q")
+    assert res.notices == ("p: 1 map(s) contain NaN values; set to 0: a",)  # named in the worker too
