@@ -288,7 +288,7 @@ def test_a_folder_problem_is_a_notice(tmp_path):
     cv2.imwrite(str(folder / "a.bmp"), gt)  # two files, one stem
     res = evaluate_methods([folder], {"a": gt}, log=False)
     assert res.methods == ("m",)
-    assert any(n.startswith("maps of m: ") or "a.bmp" in n or "a.png" in n for n in res.notices), res.notices
+    assert f"{folder / 'a.png'}: another file with stem 'a' (a.bmp) is used instead" in res.notices
 
 
 # --------------------------------------------------------------------------- sources and JSON
@@ -426,3 +426,25 @@ def test_one_job_scores_in_this_process_and_more_go_to_joblib(fake_parallel):
     assert fake_parallel == [3]
     assert res.methods == ("p", "q")
     assert res.notices == ("p: 1 map(s) contain NaN values; set to 0: a",)  # named in the worker too
+
+
+def test_a_bad_source_is_named_after_its_method(tmp_path):
+    from pipeline.pool import BadInput
+
+    gt = _square()
+    with pytest.raises(TypeError, match=r"^maps of m: expected a folder path or a Mapping"):
+        evaluate_methods({"m": 3}, {"a": gt})
+    with pytest.raises(BadInput, match=r"^maps of m folder .* does not exist"):
+        evaluate_methods({"m": tmp_path / "absent"}, {"a": gt})
+    with pytest.raises(BadInput, match=r"^maps of absent folder .* does not exist"):
+        evaluate_methods([tmp_path / "absent"], {"a": gt})
+
+
+def test_a_folder_without_a_name_is_named_by_its_path(tmp_path, monkeypatch):
+    import cv2
+
+    gt = _square()
+    cv2.imwrite(str(tmp_path / "a.png"), gt)
+    monkeypatch.chdir(tmp_path)
+    res = evaluate_methods([Path(".")], {"a": gt}, log=False)
+    assert res.methods == (".",)
