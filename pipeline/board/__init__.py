@@ -45,7 +45,10 @@ Quick
     ``--quick``: 8 images per dataset (a seeded subset), the published priors that the papers
     report (Amulet, DSS, BSCA), 16 training images with ``--train``; written to
     ``out/board-quick`` unless ``--out`` says otherwise. ``--limit``, ``--detectors``,
-    ``--promoters`` and ``--published`` choose any other subset.
+    ``--promoters``, ``--published`` and ``--datasets`` choose any other subset.
+Progress
+    The board's files are written again after every dataset, so a long board stopped part-way
+    keeps the datasets it finished; one it did not reach is named "not run yet".
 
 The pure parts are :mod:`pipeline.board.matrix` (cells, changes, marks, tables),
 :mod:`pipeline.board.papers` (the papers' transcribed numbers), :mod:`pipeline.board.figures` and
@@ -91,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"fit the learned stages on {TRAINING[0]} ({VALIDATION[0]} {VALIDATION[1]} validates) "
                              "instead of using the shipped models")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="at most N images per dataset")
+    parser.add_argument("--datasets", default=",".join(n for n, _ in EVALUATION), metavar="LIST",
+                        help=f"evaluation datasets (default: {','.join(n for n, _ in EVALUATION)}); the others "
+                             "are named on the board as not selected")
     parser.add_argument("--detectors", default=",".join(DETECTORS), metavar="LIST",
                         help=f"detector stages, the rows (default: {','.join(DETECTORS)})")
     parser.add_argument("--promoters", default=",".join(PROMOTERS), metavar="LIST",
@@ -194,10 +200,15 @@ class Board:
         if self.jobs < 1:
             raise ValueError(f"--jobs: expected a positive integer, got {self.jobs}")
         self.sets = list(args.set)
+        self.datasets = _names(args.datasets)
+        known = [n for n, _ in EVALUATION]
+        unknown = [n for n in self.datasets if n not in known]
+        if unknown or not self.datasets:
+            raise ValueError(f"--datasets: expected some of {', '.join(known)}, got {args.datasets!r}")
         self.columns = ["raw", *self.promoters]
         self.record: dict = {
             "quick": self.quick, "command": self.command(), "options": {
-                "data": str(self.data), "limit": self.limit, "published": list(self.published or []) or None,
+                "data": str(self.data), "datasets": self.datasets, "limit": self.limit, "published": list(self.published or []) or None,
                 "jobs": self.jobs, "device": args.device, "sets": self.sets, "train": bool(args.train),
                 "seed": args.seed},
             "columns": self.columns, "stages": {}, "datasets": {},
@@ -214,7 +225,9 @@ class Board:
         if a.work != DEFAULT_WORK:
             parts += ["--work", a.work]
         parts += [flag for flag, on in (("--quick", a.quick), ("--train", a.train)) if on]
-        for flag, value, default in (("--limit", a.limit, None), ("--detectors", a.detectors, ",".join(DETECTORS)),
+        for flag, value, default in (("--limit", a.limit, None),
+                                     ("--datasets", a.datasets, ",".join(n for n, _ in EVALUATION)),
+                                     ("--detectors", a.detectors, ",".join(DETECTORS)),
                                      ("--promoters", a.promoters, ",".join(PROMOTERS)),
                                      ("--published", a.published, None), ("--jobs", a.jobs, None),
                                      ("--device", a.device, "auto"), ("--seed", a.seed, 0)):
@@ -423,11 +436,18 @@ def main(args) -> int:
     for name, st in rec["stages"].items():
         if st["status"] != "ok":
             board.log(f"notice: {name}: not built: {st['reason']}")
+    for name, split in EVALUATION:  # named first: a board stopped part-way says what it did not reach
+        reason = "not run yet: the board stopped before it" if name in board.datasets else \
+            f"not selected (--datasets {','.join(board.datasets)})"
+        rec["datasets"][name] = {"label": f"{name} {split}", "status": "missing", "reason": reason}
     for name, split in EVALUATION:
+        if name not in board.datasets:
+            continue
         board.run_dataset(name, split)
-    rec["load_average"][1] = _load()
-    rec["wall_s"] = round(time.perf_counter() - t0, 1)
-    written = report.write(rec, board.out)
+        # written after every dataset, so that a long board stopped part-way keeps what it finished
+        rec["load_average"][1] = _load()
+        rec["wall_s"] = round(time.perf_counter() - t0, 1)
+        written = report.write(rec, board.out)
     board.log(f"board written to {written['markdown']} and {written['json']} ({rec['wall_s']:.0f} s)")
     scored = any(c.get("status") == "ok" for ds in rec["datasets"].values()
                  for row in ds.get("rows", {}).values() for c in row["cells"].values())

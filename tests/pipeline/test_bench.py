@@ -299,3 +299,36 @@ def test_readme_results_script_rewrites_only_the_marked_section(tmp_path):
     assert text.endswith(f"{README_END}\ntail\n") and "stale" not in text
     assert "(results/board/contact_ECSSD.png)" in text
     assert script.main(["--board", str(tmp_path / "absent.json"), "--readme", str(readme)]) == 1
+
+
+def test_datasets_option_and_a_board_stopped_part_way_keeps_what_it_finished(tmp_path, monkeypatch):
+    from pipeline import board as board_pkg
+    from pipeline.cli import build_parser
+
+    parse = build_parser(evaluate_arguments=False).parse_args
+    with pytest.raises(ValueError, match="--datasets"):
+        board_pkg.Board(parse(["bench", "--datasets", "DUTS"]))
+    only = board_pkg.Board(parse(["bench", "--datasets", "SOD"]))
+    assert only.datasets == ["SOD"] and only.command() == "python -m pipeline bench --datasets SOD"
+
+    def fake_dataset(self, name, split):
+        if name == "SOD":
+            raise KeyboardInterrupt  # the user stops the board during the second dataset
+        self.record["datasets"][name] = {"label": f"{name} {split}", "status": "missing", "reason": "fake"}
+
+    monkeypatch.setattr(board_pkg.Board, "run_dataset", fake_dataset)
+    monkeypatch.setattr(board_pkg.Board, "check_stages", lambda self: None)
+    args = parse(["bench", "--out", str(tmp_path), "--work", str(tmp_path / "work")])
+    with pytest.raises(KeyboardInterrupt):
+        board_pkg.main(args)
+    written = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert written["datasets"]["ECSSD"]["reason"] == "fake"
+    assert written["datasets"]["SOD"] == {"label": "SOD test", "status": "missing",
+                                          "reason": "not run yet: the board stopped before it"}
+    assert "Not on the board: not run yet: the board stopped before it." in (tmp_path / "BENCHMARKS.md").read_text()
+    # a dataset left out on purpose is said so
+    monkeypatch.setattr(board_pkg.Board, "run_dataset", lambda self, n, s: None)
+    assert board_pkg.main(parse(["bench", "--datasets", "ECSSD", "--out", str(tmp_path / "b"),
+                                 "--work", str(tmp_path / "work")])) == 1
+    again = json.loads((tmp_path / "b" / "benchmarks.json").read_text())
+    assert again["datasets"]["SOD"]["reason"] == "not selected (--datasets ECSSD)"
