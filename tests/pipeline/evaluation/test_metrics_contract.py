@@ -448,3 +448,10 @@ def test_a_folder_without_a_name_is_named_by_its_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = evaluate_methods([Path(".")], {"a": gt}, log=False)
     assert res.methods == (".",)
+
+
+def test_evaluator_defaults_are_the_toolkits_beta2_and_alpha():
+    pred, gt = _soft(), _square(box=(1, 5, 2, 7))
+    assert SODEvaluator().step(pred, gt) == SODEvaluator(beta2=0.3, alpha=0.5).step(pred, gt)
+    assert SODEvaluator().step(pred, gt) != SODEvaluator(beta2=1.0, alpha=0.5).step(pred, gt)
+    assert SODEvaluator().step(pred, gt) != SODEvaluator(beta2=0.3, alpha=0.9).step(pred, gt)
