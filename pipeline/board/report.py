@@ -225,9 +225,12 @@ def readme_summary(board: Mapping, *, board_page: str = "BENCHMARKS.md") -> str:
     folder (where the board wrote its figures)."""
     m = board["machine"]
     columns = board["columns"]
+    computed = sum(t.get("computed", 0) for ds in board["datasets"].values()
+                   for t in (ds.get("timing") or {}).values())
+    took = f"the board command took {board['wall_s'] / 60:.0f} min" + (
+        ", every item read from the cache of an earlier run" if computed == 0 else "")
     lines = [f"From `{board['command']}` at commit `{board['commit']}` ({board['created'][:10]}), on "
-             f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpu']}; the whole board took "
-             f"{board['wall_s'] / 60:.0f} min. Cells: max F / MAE; {mx.WORSE_MARK} marks a promoter that made "
+             f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpu']}; {took}. Cells: max F / MAE; {mx.WORSE_MARK} marks a promoter that made "
              f"that number worse than the raw prior's. Adaptive F, S-measure, max E, the papers' own numbers, "
              f"seconds per stage and PR curves are in [{board_page}]({board_page}).", ""]
     if board.get("quick") or board["options"].get("limit"):
@@ -235,7 +238,7 @@ def readme_summary(board: Mapping, *, board_page: str = "BENCHMARKS.md") -> str:
     sheet = None
     for name, ds in board["datasets"].items():
         if ds.get("status") != mx.OK:
-            lines += [f"**{ds.get('label', name)}**: not on the board ({ds.get('reason', 'missing')}).", ""]
+            lines += [f"**{ds.get('label', name)}**: not on the board: {ds.get('reason', 'missing')}.", ""]
             continue
         lines += [f"**{ds.get('label', name)}** ({ds['n_images']} images)", "",
                   "| prior | " + " | ".join(mx.column_label(c) for c in columns) + " |",

@@ -254,10 +254,13 @@ def test_readme_summary_is_max_f_and_mae_with_worse_marks_and_the_contact_sheet(
 
     text = readme_summary(_summary_board())
     assert "`python -m pipeline bench` at commit `abc1234` (2026-12-03), on Some CPU, 2 cores, 24 GiB" in text
-    assert "took 10 min" in text
+    assert "the board command took 10 min, every item read from the cache of an earlier run." in text
+    computing = _summary_board()
+    computing["datasets"]["ECSSD"]["timing"] = {"crf": {"computed": 2, "cold_s_per_item": 0.5}}
+    assert "the board command took 10 min." in readme_summary(computing)
     assert "| prior | raw | +crf | +lps |" in text
     assert "| u2netp | 0.800 / 0.100 | 0.700 ▼ / 0.090 | *not built* |" in text
-    assert "**SOD test**: not on the board (no folder)." in text
+    assert "**SOD test**: not on the board: no folder." in text
     assert "![contact sheet ECSSD test](board/contact_ECSSD.png)" in text
     assert "subset run" not in text
     assert "subset run" in readme_summary(_summary_board(quick=True))
