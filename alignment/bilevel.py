@@ -169,14 +169,6 @@ def _check_field(arr, shape, name):
     return arr
 
 
-def _targets(shape_a, shape_b, vx, vy):
-    h, w = shape_a
-    rows, cols = np.indices((h, w))
-    tr = np.clip(np.rint(rows + vy), 0, shape_b[0] - 1).astype(np.int64)
-    tc = np.clip(np.rint(cols + vx), 0, shape_b[1] - 1).astype(np.int64)
-    return tr, tc
-
-
 def pixel_features(image: np.ndarray, descriptors: np.ndarray, *, colour_weight: float = 10.0) -> np.ndarray:
     """Per-pixel feature ``f(u)`` of Eq. 2: dense SIFT with the pixel's CIE-Lab colour appended.
 
