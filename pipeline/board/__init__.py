@@ -71,6 +71,7 @@ PROMOTERS = ("crf", "relearn", "lps", "ldps")
 EVALUATION = (("ECSSD", "test"), ("SOD", "test"))
 TRAINING = ("DUTS-TR-1k", "train")
 VALIDATION = ("ECSSD", "train")
+DEFAULT_DATASETS = ",".join(name for name, _ in EVALUATION)
 DEFAULT_DATA = "../shared/data/sod"
 DEFAULT_OUT, QUICK_OUT, DEFAULT_WORK = ".", "out/board-quick", "out/bench"
 QUICK = {"limit": 8, "train_limit": 16, "published": ("Amulet", "DSS", "BSCA")}
@@ -94,8 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"fit the learned stages on {TRAINING[0]} ({VALIDATION[0]} {VALIDATION[1]} validates) "
                              "instead of using the shipped models")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="at most N images per dataset")
-    parser.add_argument("--datasets", default=",".join(n for n, _ in EVALUATION), metavar="LIST",
-                        help=f"evaluation datasets (default: {','.join(n for n, _ in EVALUATION)}); the others "
+    parser.add_argument("--datasets", default=DEFAULT_DATASETS, metavar="LIST",
+                        help=f"evaluation datasets (default: {DEFAULT_DATASETS}); the others "
                              "are named on the board as not selected")
     parser.add_argument("--detectors", default=",".join(DETECTORS), metavar="LIST",
                         help=f"detector stages, the rows (default: {','.join(DETECTORS)})")
@@ -208,7 +209,8 @@ class Board:
         self.columns = ["raw", *self.promoters]
         self.record: dict = {
             "quick": self.quick, "command": self.command(), "options": {
-                "data": str(self.data), "datasets": self.datasets, "limit": self.limit, "published": list(self.published or []) or None,
+                "data": str(self.data), "datasets": self.datasets, "limit": self.limit,
+                "published": list(self.published or []) or None,
                 "jobs": self.jobs, "device": args.device, "sets": self.sets, "train": bool(args.train),
                 "seed": args.seed},
             "columns": self.columns, "stages": {}, "datasets": {},
@@ -226,7 +228,7 @@ class Board:
             parts += ["--work", a.work]
         parts += [flag for flag, on in (("--quick", a.quick), ("--train", a.train)) if on]
         for flag, value, default in (("--limit", a.limit, None),
-                                     ("--datasets", a.datasets, ",".join(n for n, _ in EVALUATION)),
+                                     ("--datasets", a.datasets, DEFAULT_DATASETS),
                                      ("--detectors", a.detectors, ",".join(DETECTORS)),
                                      ("--promoters", a.promoters, ",".join(PROMOTERS)),
                                      ("--published", a.published, None), ("--jobs", a.jobs, None),

@@ -230,7 +230,8 @@ def readme_summary(board: Mapping, *, board_page: str = "BENCHMARKS.md") -> str:
     took = f"the board command took {board['wall_s'] / 60:.0f} min" + (
         ", every item read from the cache of an earlier run" if computed == 0 else "")
     lines = [f"From `{board['command']}` at commit `{board['commit']}` ({board['created'][:10]}), on "
-             f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpu']}; {took}. Cells: max F / MAE; {mx.WORSE_MARK} marks a promoter that made "
+             f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpu']}; {took}. "
+             f"Cells: max F / MAE; {mx.WORSE_MARK} marks a promoter that made "
              f"that number worse than the raw prior's. Adaptive F, S-measure, max E, the papers' own numbers, "
              f"seconds per stage and PR curves are in [{board_page}]({board_page}).", ""]
     if board.get("quick") or board["options"].get("limit"):
