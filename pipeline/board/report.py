@@ -68,6 +68,9 @@ def papers_table(rows: Sequence[Mapping]) -> list[str]:
 
 
 def _timing_table(timing: Mapping[str, Mapping]) -> list[str]:
+    if not timing:
+        return ["No stage computed an item in this run (every item came from the cache of an earlier run), "
+                "so there is no cold time here."]
     lines = ["| stage | items computed | cold s / item |", "|:---|---:|---:|"]
     for name, t in timing.items():
         lines.append(f"| {name} | {t['computed']} | {_fmt(t['cold_s_per_item'])} |")
@@ -233,7 +236,7 @@ def readme_summary(board: Mapping, *, board_page: str = "BENCHMARKS.md") -> str:
              f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpu']}; {took}. "
              f"Cells: max F / MAE; {mx.WORSE_MARK} marks a promoter that made "
              f"that number worse than the raw prior's. Adaptive F, S-measure, max E, the papers' own numbers, "
-             f"seconds per stage and PR curves are in [{board_page}]({board_page}).", ""]
+             f"timings and PR curves are in [{board_page}]({board_page}).", ""]
     if board.get("quick") or board["options"].get("limit"):
         lines += ["*A subset run: a check that the board builds, not the results.*", ""]
     sheet = None
