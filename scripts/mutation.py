@@ -80,7 +80,8 @@ MODULES: dict[str, dict] = {
         "no_jit": True,
     },
     "alignment/bilevel.py": {
-        "tests": ["tests/alignment/test_bilevel.py", "tests/alignment/test_bilevel_contract.py"],
+        "tests": ["tests/alignment/test_bilevel.py", "tests/alignment/test_bilevel_contract.py",
+                  "tests/alignment/test_bilevel_claims.py"],
         "preload": ["alignment.bilevel", "alignment.siftflow", "alignment.dense_sift"],
     },
     # The learned methods: only their loss / label / merge functions (the networks' construction,

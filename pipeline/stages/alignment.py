@@ -5,27 +5,20 @@ Working resolution: dense SIFT and SIFT-Flow run on the image resized to ``size 
 aspect ratio not kept: the two images of a pair then share one grid, as in SIFT-Flow scene
 alignment, and a 2048-pixel image does not make a 500 MB SIFT image). ``slic`` and
 ``proposals`` are at the image's own size, because downstream stages (relearn) index superpixels
-and boxes of the full image. ``alignment`` resamples the label maps to the working grid (nearest)
-and scales the boxes; a superpixel that vanishes in that resampling (tiny slivers only) gets
-match -1 and distance inf.
+and boxes of the full image. ``alignment`` is :func:`alignment.align_pair`, which resamples the
+label maps to the working grid (nearest) and scales the boxes; a superpixel that vanishes in that
+resampling (tiny slivers only) gets match -1 and distance inf.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import cv2
 import numpy as np
 
-from alignment import bilevel_alignment, dense_sift, pixel_features, proposals, sift_flow
+from alignment import align_pair, bilevel_alignment, dense_sift, proposals, sift_flow, working_image
 from pipeline.registry import Stage, param, register, register_alias
 from superpixels import slic
-
-
-def _work(image, size):
-    h, w = image.shape[:2]
-    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
 
 
 @dataclass(frozen=True)
@@ -93,7 +86,7 @@ class DenseSiftParams:
 
 
 def run_dense_sift(inputs, params: DenseSiftParams, ctx):
-    work = _work(inputs["pool"]["image"], params.size)
+    work = working_image(inputs["pool"]["image"], params.size)
     return {"descriptors": dense_sift(work, cell_size=params.cell_size)}
 
 
@@ -165,41 +158,14 @@ class AlignmentParams:
     stride: int = param(4, ge=1)
 
 
-def _to_work(labels, boxes, size):
-    h, w = labels.shape
-    lab = cv2.resize(labels.astype(np.int32), (size, size), interpolation=cv2.INTER_NEAREST)
-    sx, sy = size / w, size / h
-    b = boxes.astype(np.float64) * np.array([sx, sy, sx, sy])
-    b = np.stack([np.floor(b[:, 0]), np.floor(b[:, 1]), np.ceil(b[:, 2]), np.ceil(b[:, 3])], 1)
-    b = np.clip(b, 0, size).astype(np.int32)
-    b[:, 2] = np.maximum(b[:, 2], b[:, 0] + 1).clip(max=size)
-    b[:, 3] = np.maximum(b[:, 3], b[:, 1] + 1).clip(max=size)
-    b[:, 0] = np.minimum(b[:, 0], b[:, 2] - 1)
-    b[:, 1] = np.minimum(b[:, 1], b[:, 3] - 1)
-    return lab, b
-
-
 def run_alignment(inputs_a, inputs_b, inputs_pair, params: AlignmentParams, ctx):
-    da = inputs_a["dense_sift"]["descriptors"]
-    db = inputs_b["dense_sift"]["descriptors"]
-    size = da.shape[0]
-    la_full = inputs_a["slic"]["labels"]
-    n_a = int(la_full.max()) + 1
-    la, ba = _to_work(la_full, inputs_a["proposals"]["boxes"], size)
-    lb, bb = _to_work(inputs_b["slic"]["labels"], inputs_b["proposals"]["boxes"], db.shape[0])
-    fa = pixel_features(_work(inputs_a["pool"]["image"], size), da, colour_weight=params.colour_weight)
-    fb = pixel_features(_work(inputs_b["pool"]["image"], db.shape[0]), db,
-                        colour_weight=params.colour_weight)
     flow = inputs_pair["siftflow"]
-    r = bilevel_alignment(la, lb, ba, bb, flow["vx"], flow["vy"], fa, fb, k_init=params.k_init,
-                          object_weight=params.object_weight, window=params.window,
-                          stride=params.stride)
-    match = np.full(n_a, -1, np.int64)
-    dist = np.full(n_a, np.inf)
-    m = r.superpixel_match.shape[0]
-    match[:m] = r.superpixel_match
-    dist[:m] = r.superpixel_distance
-    return {"superpixel_match": match, "superpixel_distance": dist,
+    r = align_pair(inputs_a["pool"]["image"], inputs_b["pool"]["image"],
+                   inputs_a["slic"]["labels"], inputs_b["slic"]["labels"],
+                   inputs_a["proposals"]["boxes"], inputs_b["proposals"]["boxes"],
+                   inputs_a["dense_sift"]["descriptors"], inputs_b["dense_sift"]["descriptors"],
+                   flow["vx"], flow["vy"], **asdict(params))
+    return {"superpixel_match": r.superpixel_match, "superpixel_distance": r.superpixel_distance,
             "proposal_match": r.proposal_match, "proposal_distance": r.proposal_distance,
             "k_schedule": r.k_schedule, "objective": r.objective}
 
