@@ -319,11 +319,12 @@ def markdown(data: dict) -> str:
     notes = []
     for row in data["modules"].values():
         rate = "n/a" if row["kill_rate"] is None else f"{100 * row['kill_rate']:.1f}%"
+        wall = "-" if row["wall_s"] is None else f"{row['wall_s']:.0f}"  # a run stopped part-way
         lines.append(
             f"| `{row['module']}` | {'sample ' + str(row['sample']['size']) if row.get('sample') else 'full'} | "
             f"{row.get('generated_total', row['generated'])} | {row['generated']} | "
             f"{row['checked']} | {row['killed']} | "
-            f"{row['survived']} | {row['equivalent']} | {rate} | {row['wall_s']:.0f} | "
+            f"{row['survived']} | {row['equivalent']} | {rate} | {wall} | "
             f"`{row['command']}` |"
         )
         if row.get("functions"):
