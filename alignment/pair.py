@@ -58,11 +58,8 @@ def align_pair(
     vx: np.ndarray,
     vy: np.ndarray,
     *,
-    k_init: int = 10,
-    object_weight: float = 1.0,
-    colour_weight: float = 10.0,
-    window: int = 4,
-    stride: int = 4,
+    colour_weight: float | None = None,
+    **bilevel_options,
 ) -> BilevelAlignment:
     """Bi-level alignment of target ``a`` to retrieved ``b`` (MIJR Eq. 1-3) from full-size inputs.
 
@@ -79,10 +76,11 @@ def align_pair(
         (:func:`working_image`, :func:`alignment.dense_sift`).
     vx, vy : (S, S) ndarray
         SIFT-Flow from ``a`` to ``b`` on the working grid.
-    k_init, object_weight, window, stride
-        As in :func:`alignment.bilevel_alignment`.
-    colour_weight : float
-        As in :func:`alignment.pixel_features`.
+    colour_weight : float, optional
+        As in :func:`alignment.pixel_features` (None: its default).
+    **bilevel_options
+        ``k_init``, ``object_weight``, ``window``, ``stride`` of :func:`alignment.bilevel_alignment`
+        (its defaults where not given).
 
     Returns
     -------
@@ -95,10 +93,11 @@ def align_pair(
     n_a = int(np.max(labels_a)) + 1
     la, ba = to_working_grid(np.asarray(labels_a), np.asarray(boxes_a), size_a)
     lb, bb = to_working_grid(np.asarray(labels_b), np.asarray(boxes_b), size_b)
-    fa = pixel_features(working_image(image_a, size_a), descriptors_a, colour_weight=colour_weight)
-    fb = pixel_features(working_image(image_b, size_b), descriptors_b, colour_weight=colour_weight)
-    r = bilevel_alignment(la, lb, ba, bb, vx, vy, fa, fb, k_init=k_init, object_weight=object_weight,
-                          window=window, stride=stride)
+    # the defaults stay written once, in pixel_features and bilevel_alignment
+    colour = {} if colour_weight is None else {"colour_weight": colour_weight}
+    fa = pixel_features(working_image(image_a, size_a), descriptors_a, **colour)
+    fb = pixel_features(working_image(image_b, size_b), descriptors_b, **colour)
+    r = bilevel_alignment(la, lb, ba, bb, vx, vy, fa, fb, **bilevel_options)
     # labels that vanished at the top of the range are not in the grid's label count
     match = np.full(n_a, -1, np.int64)
     dist = np.full(n_a, np.inf)
