@@ -107,9 +107,8 @@ class StageReport:
     skipped: int = 0  # items whose inputs failed or are missing
     seconds: float = 0.0
 
-    def step(self, status: str, seconds: float = 0.0):
+    def step(self, status: str):
         setattr(self, status, getattr(self, status) + 1)
-        self.seconds += seconds
 
     @property
     def produced(self) -> int:
@@ -300,7 +299,6 @@ class _Task:
 class _Outcome:
     item: Any
     status: str  # "computed" | "failed"
-    seconds: float
     notices: list[str]
     error: str | None = None
     detail: str | None = None
@@ -324,7 +322,6 @@ def _execute(task: _Task, params, cache_root: str, threads: int) -> list[_Outcom
     _limit_threads(threads)  # ... whose thread pools are then limited
     task = dataclasses.replace(task, contexts=[dataclasses.replace(c, threads=threads) for c in task.contexts])
     cache = Cache(Path(cache_root).parent)
-    t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -345,14 +342,9 @@ def _execute(task: _Task, params, cache_root: str, threads: int) -> list[_Outcom
                 raise RuntimeError(f"stage returned {len(results)} results for {len(task.items)} items")
         except Exception as exc:  # one failing item must not stop the pool
             notices = [str(w.message) for w in caught]
-            seconds = time.perf_counter() - t0
             detail = traceback.format_exc()
-            return [
-                _Outcome(item, "failed", seconds / len(task.items), notices, _describe_error(exc), detail)
-                for item in task.items
-            ]
+            return [_Outcome(item, "failed", notices, _describe_error(exc), detail) for item in task.items]
     notices = [str(w.message) for w in caught]
-    seconds = (time.perf_counter() - t0) / len(task.items)
     outcomes = []
     for item, key, result, map_path in zip(task.items, task.keys, results, task.map_paths):
         try:
@@ -367,13 +359,13 @@ def _execute(task: _Task, params, cache_root: str, threads: int) -> list[_Outcom
             cache.save(stage.name, key, result if stage.store else {UNSTORED_MARK: np.bool_(True)})
             if map_path is not None:
                 save_map_png(map_path, result["map"])
-            outcomes.append(_Outcome(item, "computed", seconds, notices))
+            outcomes.append(_Outcome(item, "computed", notices))
         except OSError as exc:
             storage = exc.errno in _STORAGE_ERRNOS
-            outcomes.append(_Outcome(item, "failed", seconds, notices, _describe_error(exc), traceback.format_exc(),
+            outcomes.append(_Outcome(item, "failed", notices, _describe_error(exc), traceback.format_exc(),
                                      storage=storage))
         except Exception as exc:
-            outcomes.append(_Outcome(item, "failed", seconds, notices, _describe_error(exc), traceback.format_exc()))
+            outcomes.append(_Outcome(item, "failed", notices, _describe_error(exc), traceback.format_exc()))
         notices = []  # batch notices shown once
     return outcomes
 
@@ -918,10 +910,9 @@ class Runner:
             for t in tasks:
                 try:
                     yield executor.submit(_execute, t, params, cache_root, threads).result()
-                except BrokenProcessPool as exc:
-                    code = getattr(exc, "exit_codes", None) or ""
-                    yield [_Outcome(item, "failed", 0.0, [], f"the worker process died while computing this item "
-                                    f"{('(exit code ' + str(code) + ')') if code else ''}".strip())
+                except BrokenProcessPool:
+                    # (loky's exception carries no exit code to report: it is only in its message)
+                    yield [_Outcome(item, "failed", [], "the worker process died while computing this item")
                            for item in t.items]
                     executor.shutdown(wait=True, kill_workers=True)
                     executor = ProcessPoolExecutor(max_workers=1)

@@ -55,7 +55,8 @@ MODULES: dict[str, dict] = {
         "tests": ["tests/pipeline/test_cache.py"],
     },
     "pipeline/runner.py": {
-        "tests": ["tests/pipeline/test_runner.py"],
+        "tests": ["tests/pipeline/test_runner.py", "tests/pipeline/test_runner_claims.py",
+                  "tests/pipeline/test_neighbour_inputs.py"],
     },
     "pipeline/pool.py": {
         "tests": ["tests/pipeline/test_pool.py"],
@@ -200,7 +201,8 @@ def _count_mutants(work: Path, module: str, patterns: list[str] | None) -> int:
     return sum(any(fnmatch.fnmatch(n, p) for p in patterns) for n in every)
 
 
-def run_module(module: str, functions: list[str] | None, sample: int | None, seed: int) -> dict:
+def run_module(module: str, functions: list[str] | None, sample: int | None, seed: int,
+               children: int = 1) -> dict:
     spec = MODULES[module]
     work = WORK / _slug(module)
     prepare(module, spec, work)
@@ -208,7 +210,7 @@ def run_module(module: str, functions: list[str] | None, sample: int | None, see
     if spec.get("no_jit"):
         env["NUMBA_DISABLE_JIT"] = "1"
     mutmut = Path(sys.executable).with_name("mutmut")
-    cmd = [str(mutmut), "run", "--max-children", "1"]
+    cmd = [str(mutmut), "run", "--max-children", str(children)]
     slug = _slug(module)
     functions = functions or spec.get("functions")
     # mutmut's names: module.x_<function>__mutmut_<n>, module.xǁ<Class>ǁ<method>__mutmut_<n>
@@ -281,13 +283,24 @@ def run_module(module: str, functions: list[str] | None, sample: int | None, see
         "no_jit": bool(spec.get("no_jit")),
         "command": "scripts/mutation.py " + module
         + "".join(f" --function {f}" for f in (functions if functions != spec.get("functions") else []))
-        + (f" --sample {sample} --seed {seed}" if sample is not None else ""),
+        + (f" --sample {sample} --seed {seed}" if sample is not None else "")
+        + (f" --children {children}" if children != 1 else ""),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
     if stale:
         print("listed as equivalent but not a survivor now (edit scripts/mutation_equivalents.toml):",
               *stale, sep="\n  ", file=sys.stderr)
     return row
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (the kill rate of a sampled module)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def write_results(row: dict) -> None:
@@ -332,8 +345,12 @@ def markdown(data: dict) -> str:
                          "are mutated (the counts are theirs).")
         if row.get("sample"):
             s = row["sample"]
+            n = row["checked"] - row["equivalent"]
+            low, high = wilson_interval(row["killed"], n)
             notes.append(f"- `{row['module']}`: the numbers are over a sample of {s['size']} mutants "
-                         f"drawn {s['drawn_from']} (seed {s['seed']}), not over all of them.")
+                         f"drawn {s['drawn_from']} (seed {s['seed']}), not over all of them; the kill "
+                         f"rate of the whole module lies in [{100 * low:.1f}%, {100 * high:.1f}%] with 95% "
+                         f"confidence (Wilson interval, {row['killed']} of {n}).")
         if row.get("no_jit"):
             notes.append(f"- `{row['module']}`: numba kernels mutated and tested as plain Python "
                          "(`@njit` removed in the scratch copy, `NUMBA_DISABLE_JIT=1`).")
@@ -363,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=None,
                         help="run only N mutants drawn uniformly at random (the results say so)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--children", type=int, default=1,
+                        help="mutants run at once (mutmut --max-children; default 1: the tests start workers too)")
     parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results")
     args = parser.parse_args(argv)
     if args.list:
@@ -373,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     if modules == [None] or any(m not in MODULES for m in modules):
         parser.error(f"module must be one of: {', '.join(MODULES)}")
     for module in modules:
-        row = run_module(module, args.function, args.sample, args.seed)
+        row = run_module(module, args.function, args.sample, args.seed, args.children)
         summary = {k: row[k] for k in ("generated", "checked", "killed", "survived", "equivalent", "kill_rate")}
         print(module, json.dumps(summary))
         for name in row["survivors"]:

@@ -1,7 +1,7 @@
 """Small stages registered only by the tests (through PIPELINE_PLUGINS), to exercise the runner."""
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -224,3 +224,106 @@ register(Stage("test_unstored", "1", ("pool",), UnstoredParams, "image", run_uns
 register(Stage("test_uses_unstored", "1", ("test_unstored",), NoParams, "image", run_uses_unstored, doc="test",
                produces_map=True))
 register(Stage("test_pool_of_unstored", "1", ("test_unstored",), NoParams, "pool", run_pool_of_unstored, doc="test"))
+
+
+# ---- stages for the runner's claims (tests/pipeline/test_runner_claims.py)
+
+
+def run_pid(inputs, params, ctx):
+    import os
+
+    image = inputs["pool"]["image"]
+    return {"map": (image[..., 2] / 255.0).astype(np.float32), "pid": np.int64(os.getpid())}
+
+
+def run_batch_ctx(batch, params, ctx):
+    # each result records the batch it was computed in (ctx.item of a batch: its items, in order)
+    return [{"map": (b["pool"]["image"][..., 0] / 255.0).astype(np.float32), "batch": np.array(ctx.item)}
+            for b in batch]
+
+
+@dataclass(frozen=True)
+class BadOutputParams:
+    kind: str = ""  # what img1 (the image of height 24) returns: list, int_map, cube, above_one, negative, nan, no_map
+
+
+def run_bad_output(inputs, params, ctx):
+    image = inputs["pool"]["image"]
+    good = (image[..., 0] / 255.0).astype(np.float32)
+    if image.shape[0] != 24:
+        return {"map": good}
+    return {
+        "list": lambda: [good],
+        "int_map": lambda: {"map": (good * 255).astype(np.int32)},
+        "cube": lambda: {"map": np.stack([good, good], axis=2)},
+        "above_one": lambda: {"map": good + 0.5},
+        "negative": lambda: {"map": good - 0.5},
+        "nan": lambda: {"map": np.where(good > 0.5, np.nan, good).astype(np.float32)},
+        "no_map": lambda: {"values": good},
+    }[params.kind]()
+
+
+def run_pool_fail(inputs, params, ctx):
+    raise ValueError("this pool stage always fails")
+
+
+@dataclass(frozen=True)
+class PathParams:
+    table: str = field(default="", metadata={"path": True})
+
+
+def _table_value(path: str) -> float:
+    return len(open(path, "rb").read()) / 100.0 if path else 0.0
+
+
+def run_path_image(inputs, params, ctx):
+    return {"map": np.clip(inputs["test_mean"]["map"] + _table_value(params.table), 0, 1).astype(np.float32)}
+
+
+def run_path_pair(inputs_a, inputs_b, inputs_pair, params, ctx):
+    return {"value": np.float64(_table_value(params.table))}
+
+
+register(Stage("test_pid", "1", ("pool",), NoParams, "image", run_pid, doc="test", produces_map=True))
+register(Stage("test_batch_ctx", "1", ("pool",), NoParams, "image", run_batch_ctx, doc="test", produces_map=True,
+               batched=True, resources=Resources(cpu_batch=3)))
+# not batched: a cpu_batch hint of an unbatched stage must not group its items
+register(Stage("test_grouped_hint", "1", ("pool",), NoParams, "image", run_pid, doc="test", produces_map=True,
+               resources=Resources(cpu_batch=3)))
+register(Stage("test_bad_output", "1", ("pool",), BadOutputParams, "image", run_bad_output, doc="test",
+               produces_map=True))
+register(Stage("test_pool_fail", "1", ("pool",), NoParams, "pool", run_pool_fail, doc="test"))
+register(Stage("test_path_image", "1", ("test_mean",), PathParams, "image", run_path_image, doc="test",
+               produces_map=True))
+register(Stage("test_path_pair", "1", ("test_mean",), PathParams, "pair", run_path_pair, doc="test",
+               pairs_from="test_pair_table"))
+
+
+def run_path_pool(inputs, params, ctx):
+    return {"value": np.float64(_table_value(params.table)), "n": np.int64(len(inputs["test_mean"]))}
+
+
+def run_pair_of_pair(inputs_a, inputs_b, inputs_pair, params, ctx):
+    return {"double": np.float64(2.0 * float(inputs_pair["test_pair_diff"]["diff"]))}
+
+
+def run_unstored_batched(batch, params, ctx):
+    return [{"big": b["pool"]["image"].astype(np.float32) / 255.0 + params.offset} for b in batch]
+
+
+def run_uses_unstored_batched(inputs, params, ctx):
+    return {"map": np.clip(inputs["test_unstored_batched"]["big"].mean(axis=2), 0, 1).astype(np.float32)}
+
+
+def run_empty_error(inputs, params, ctx):
+    raise ValueError()  # no message: the report names the error type
+
+
+register(Stage("test_path_pool", "1", ("test_mean",), PathParams, "pool", run_path_pool, doc="test"))
+register(Stage("test_pair_of_pair", "1", ("test_pair_diff",), NoParams, "pair", run_pair_of_pair, doc="test",
+               pairs_from="test_pair_table"))
+register(Stage("test_unstored_batched", "1", ("pool",), UnstoredParams, "image", run_unstored_batched, doc="test",
+               store=False, batched=True, resources=Resources(cpu_batch=2)))
+register(Stage("test_uses_unstored_batched", "1", ("test_unstored_batched",), NoParams, "image",
+               run_uses_unstored_batched, doc="test", produces_map=True))
+register(Stage("test_empty_error", "1", ("pool",), NoParams, "image", run_empty_error, doc="test", produces_map=True))
