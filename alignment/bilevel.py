@@ -65,6 +65,16 @@ Decisions the paper leaves open (and why)
   guarantee convergence, and at ``K = 1`` the assignments are binary and satisfy Eq. 1's
   constraints exactly. The Eq. 1 value of the (soft) assignments after each iteration is
   returned in ``objective``.
+* **Candidates from the matched proposals** (``box_links``, off by default). With candidates from
+  ``QS`` alone, ``s(i, j)`` is nearly constant over a superpixel's few candidates (they all lie
+  around its flow target), so the object term cannot re-rank anything and Eq. 1 reduces to the
+  Eq. 2 ranking. ``box_links = s > 0`` adds candidates the object level proposes: after the
+  schedule's first proposal step (from the SIFT-Flow ranking), every ``s``-th pixel of each target
+  box ``P_k`` links to the pixel at the same relative position of its best matched box ``P_l``
+  (a second, box-to-box ``QS``), and a pair that only these links reach gets its Eq. 2 distance
+  over them. Pairs ``QS`` links keep their flow distance. Measured on ECSSD train
+  (``benchmarks/bench_alignment.py``): see the results file; the default stays off unless it
+  is better there.
 * **Baseline.** :func:`siftflow_match` is the SIFT-Flow-only superpixel alignment the paper
   compares with (69% vs 89% correct): each superpixel goes to the superpixel its pixels land in
   most often.
@@ -225,6 +235,32 @@ def _window_matches(la, lb, vx, vy, fa, fb, radius, stride, n_b, sums, votes):
                     key = i * n_b + lb[rr, cc]
                     sums[key] += np.sqrt(acc)
                     votes[key] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _box_links(la, lb, boxes_a, boxes_b, box_match, fa, fb, stride, n_b, sums, votes):
+    # Object-level QS (module notes, "Candidates from the matched proposals"): pixel u of target box
+    # k links to the pixel at the same relative position in its matched box l of b.
+    nd = fa.shape[2]
+    for k in range(boxes_a.shape[0]):
+        l = box_match[k]
+        if l < 0:
+            continue
+        c0, r0, c1, r1 = boxes_a[k, 0], boxes_a[k, 1], boxes_a[k, 2], boxes_a[k, 3]
+        d0, s0, d1, s1 = boxes_b[l, 0], boxes_b[l, 1], boxes_b[l, 2], boxes_b[l, 3]
+        sy = (s1 - s0) / (r1 - r0)
+        sx = (d1 - d0) / (c1 - c0)
+        for r in range(r0, r1, stride):
+            rr = min(int(s0 + (r - r0 + 0.5) * sy), s1 - 1)
+            for c in range(c0, c1, stride):
+                cc = min(int(d0 + (c - c0 + 0.5) * sx), d1 - 1)
+                acc = 0.0
+                for q in range(nd):
+                    t = fa[r, c, q] - fb[rr, cc, q]
+                    acc += t * t
+                key = la[r, c] * n_b + lb[rr, cc]
+                sums[key] += np.sqrt(acc)
+                votes[key] += 1
 
 
 def superpixel_distance(
@@ -410,6 +446,28 @@ def _superpixel_cost(ci, cj, dv, wp, ma, mb, tau, lam):
     return dv + lam * obj
 
 
+def _with_box_candidates(d, ci, cj, dv, labels_a, labels_b, boxes_a, boxes_b, ma, mb, tau, features_a,
+                         features_b, k, stride, n_a, n_b):
+    """d with the pairs that only the matched proposals link added (module notes)."""
+    # one proposal step from the SIFT-Flow ranking (the schedule's first), then each target box's
+    # best matched box
+    with threadpool_limits(limits=1, user_api="blas"):
+        w = _edge_topk(ci, dv, n_a, k)
+        g = _proposal_distance(ci, cj, dv, w, ma, mb, tau, n_a, n_b)
+    box_match = np.argmin(g, axis=1).astype(np.int64)
+    sums = np.zeros(n_a * n_b, dtype=np.float64)
+    votes = np.zeros(n_a * n_b, dtype=np.int64)
+    _box_links(np.ascontiguousarray(labels_a, dtype=np.int64), np.ascontiguousarray(labels_b, dtype=np.int64),
+               np.ascontiguousarray(boxes_a, dtype=np.int64), np.ascontiguousarray(boxes_b, dtype=np.int64),
+               box_match, np.ascontiguousarray(features_a, dtype=np.float32),
+               np.ascontiguousarray(features_b, dtype=np.float32), stride, n_b, sums, votes)
+    votes = votes.reshape(n_a, n_b)
+    new = (votes > 0) & ~np.isfinite(d)  # QS-linked pairs keep their Eq. 2 distance
+    out = d.copy()
+    out[new] = sums.reshape(n_a, n_b)[new] / votes[new]
+    return out
+
+
 def bilevel_alignment(
     labels_a: np.ndarray,
     labels_b: np.ndarray,
@@ -424,6 +482,7 @@ def bilevel_alignment(
     object_weight: float = 1.0,
     window: int = 4,
     stride: int = 4,
+    box_links: int = 0,
 ) -> BilevelAlignment:
     """Bi-level (superpixel + proposal) alignment of two images (MIJR Eq. 1-3).
 
@@ -447,6 +506,12 @@ def bilevel_alignment(
         Weight of the object-level term of Eq. 1 in the superpixel step (1 = Eq. 1).
     window, stride : int, optional
         Flow-guided window of ``QS`` (:func:`superpixel_distance`).
+    box_links : int, optional
+        0 (default): candidate superpixel pairs come from ``QS`` alone. ``s > 0``: candidates are
+        also drawn from the matched proposals (module notes): after a first proposal step, pixels
+        of each target box, every ``s``-th row and column, link to the same relative position in
+        its best matched box of ``b``; pairs only these links reach get their Eq. 2 distance from
+        them, so that the object term can re-rank them.
 
     Returns
     -------
@@ -470,6 +535,8 @@ def bilevel_alignment(
         raise ValueError(f"k_init must be a positive integer, got {k_init}")
     if not np.isfinite(object_weight) or object_weight < 0:
         raise ValueError(f"object_weight must be finite and >= 0, got {object_weight}")
+    if int(box_links) != box_links or box_links < 0:
+        raise ValueError(f"box_links must be an integer >= 0, got {box_links}")
     n_a, n_b = int(labels_a.max()) + 1, int(labels_b.max()) + 1
     fm = superpixel_distance(labels_a, labels_b, vx, vy, features_a, features_b, window=window,
                              stride=stride, n_a=n_a, n_b=n_b)
@@ -482,6 +549,11 @@ def bilevel_alignment(
     dv = d[ci, cj]
     tau = float(np.median(dv)) if dv.size and dv.max() > 0 else 1.0
     lam = float(object_weight)
+    if box_links:
+        d = _with_box_candidates(d, ci, cj, dv, labels_a, labels_b, boxes_a, boxes_b, ma, mb, tau,
+                                 features_a, features_b, int(k_init), int(box_links), n_a, n_b)
+        ci, cj = np.nonzero(np.isfinite(d))
+        dv = d[ci, cj]
 
     ks, objective = [], []
     # (n, V)-sized products: BLAS threads only add contention here (x15 slower under load)
