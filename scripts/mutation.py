@@ -5,6 +5,8 @@ Usage (from the repository root; needs the ``mutation`` extra, ``pip install -e 
     .venv/bin/python scripts/mutation.py pipeline/cache.py      # one module
     .venv/bin/python scripts/mutation.py --list                 # the modules and their tests
     .venv/bin/python scripts/mutation.py --all                  # every module, one after the other
+    .venv/bin/python scripts/mutation.py pipeline/runner.py --children 2   # two mutants at once
+    .venv/bin/python scripts/mutation.py pipeline/runner.py --recheck      # survivors again, new tests
 
 Each run works in a scratch copy, ``.mutation/<module>/`` (git-ignored): the module's package and
 ``tests/`` are copied there with a generated ``pyproject.toml`` whose ``[tool.mutmut]`` section
@@ -23,6 +25,10 @@ numba kernels: mutmut does not mutate decorated functions, so for ``alignment/_b
 scratch copy drops the ``@njit`` decorators and the run sets ``NUMBA_DISABLE_JIT=1``: the kernels
 are mutated and tested as plain Python, against their small-input tests
 (``tests/alignment/test_bp_kernels.py``), which are fast enough without compilation.
+
+``--recheck`` takes a finished full run's scratch copy, copies the current ``tests/`` into it and
+runs only that run's survivors again (the module itself must be unchanged): after tests were added
+for the survivors, it gives the full module's numbers without running the killed mutants again.
 
 Equivalent mutants (a change no test can observe because the behaviour is the same) are listed in
 ``scripts/mutation_equivalents.toml`` with one line each on why; the kill rate excludes them. A
@@ -57,6 +63,9 @@ MODULES: dict[str, dict] = {
     "pipeline/runner.py": {
         "tests": ["tests/pipeline/test_runner.py", "tests/pipeline/test_runner_claims.py",
                   "tests/pipeline/test_neighbour_inputs.py"],
+        # the runner limits numba's threads itself: with NUMBA_NUM_THREADS=1 there is nothing to limit
+        # and the test of that limit could not fail
+        "free_env": ["NUMBA_NUM_THREADS"],
     },
     "pipeline/pool.py": {
         "tests": ["tests/pipeline/test_pool.py"],
@@ -201,12 +210,42 @@ def _count_mutants(work: Path, module: str, patterns: list[str] | None) -> int:
     return sum(any(fnmatch.fnmatch(n, p) for p in patterns) for n in every)
 
 
+def _survivors(module: str, work: Path) -> list[str]:
+    from mutmut.stats import status_by_exit_code
+
+    codes = json.loads((work / "mutants" / (module + ".meta")).read_text())["exit_code_by_key"]
+    return sorted(n for n, c in codes.items() if status_by_exit_code[c] in ("survived", "no tests"))
+
+
+def refresh_tests(module: str, work: Path) -> None:
+    """Copy the current tests into a finished run's scratch copy (the module must be unchanged)."""
+    if (work / module).read_text() != (ROOT / module).read_text():
+        raise SystemExit(f"{module} changed since the run in {work}: its mutants are stale; run it again")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for dest in (work / "tests", work / "mutants" / "tests"):
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(ROOT / "tests", dest, ignore=ignore)
+
+
 def run_module(module: str, functions: list[str] | None, sample: int | None, seed: int,
-               children: int = 1) -> dict:
+               children: int = 1, recheck: bool = False) -> dict:
     spec = MODULES[module]
     work = WORK / _slug(module)
-    prepare(module, spec, work)
+    previous = None
+    if recheck:
+        # A finished full run's survivors, run again against the current tests: the killed
+        # mutants stay killed (tests were only added), the survivors get the new tests.
+        if functions or sample is not None:
+            raise SystemExit("--recheck re-runs the survivors of a full run of the whole module")
+        previous = json.loads((RESULTS / "mutation.json").read_text())["modules"].get(module)
+        if previous is None or previous.get("sample") or previous.get("recheck"):
+            raise SystemExit(f"--recheck needs a full run of {module} in {RESULTS / 'mutation.json'}")
+        refresh_tests(module, work)
+    else:
+        prepare(module, spec, work)
     env = dict(os.environ, **THREAD_ENV)
+    for name in spec.get("free_env", ()):
+        env.pop(name, None)
     if spec.get("no_jit"):
         env["NUMBA_DISABLE_JIT"] = "1"
     mutmut = Path(sys.executable).with_name("mutmut")
@@ -236,6 +275,8 @@ def run_module(module: str, functions: list[str] | None, sample: int | None, see
         names = selected
     elif names:
         selected = None
+    if recheck:
+        names = _survivors(module, work)
     start = time.monotonic()
     with open(work / "mutmut.log", "w") as log:  # mutmut's progress output, kept out of the terminal
         proc = subprocess.run(cmd + names, cwd=work, env=env, check=False, stdout=log,
@@ -243,6 +284,8 @@ def run_module(module: str, functions: list[str] | None, sample: int | None, see
     wall = time.monotonic() - start
     if proc.returncode != 0:
         print(f"mutmut exited with {proc.returncode}; see {work / 'mutmut.log'}", file=sys.stderr)
+    if recheck:
+        wall = previous["wall_s"] + wall
     if functions and sample is None:
         import fnmatch
 
@@ -284,7 +327,10 @@ def run_module(module: str, functions: list[str] | None, sample: int | None, see
         "command": "scripts/mutation.py " + module
         + "".join(f" --function {f}" for f in (functions if functions != spec.get("functions") else []))
         + (f" --sample {sample} --seed {seed}" if sample is not None else "")
-        + (f" --children {children}" if children != 1 else ""),
+        + (f" --children {children}" if children != 1 else "")
+        + (" then --recheck" if recheck else ""),
+        "recheck": ({"survivors_rerun": len(names), "of_run": previous["date"],
+                     "survived_before": previous["survived"] + previous["equivalent"]} if recheck else None),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
     if stale:
@@ -351,6 +397,11 @@ def markdown(data: dict) -> str:
                          f"drawn {s['drawn_from']} (seed {s['seed']}), not over all of them; the kill "
                          f"rate of the whole module lies in [{100 * low:.1f}%, {100 * high:.1f}%] with 95% "
                          f"confidence (Wilson interval, {row['killed']} of {n}).")
+        if row.get("recheck"):
+            r = row["recheck"]
+            notes.append(f"- `{row['module']}`: a full run, then its {r['survivors_rerun']} surviving mutants (equivalent "
+                         "ones included) run again against the tests as they are now (`--recheck`); tests were "
+                         "only added in between, so the mutants the run killed stay killed. Wall: both runs.")
         if row.get("no_jit"):
             notes.append(f"- `{row['module']}`: numba kernels mutated and tested as plain Python "
                          "(`@njit` removed in the scratch copy, `NUMBA_DISABLE_JIT=1`).")
@@ -382,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--children", type=int, default=1,
                         help="mutants run at once (mutmut --max-children; default 1: the tests start workers too)")
+    parser.add_argument("--recheck", action="store_true",
+                        help="re-run the survivors of the module's last full run against the current tests")
     parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/results")
     args = parser.parse_args(argv)
     if args.list:
@@ -392,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     if modules == [None] or any(m not in MODULES for m in modules):
         parser.error(f"module must be one of: {', '.join(MODULES)}")
     for module in modules:
-        row = run_module(module, args.function, args.sample, args.seed, args.children)
+        row = run_module(module, args.function, args.sample, args.seed, args.children, args.recheck)
         summary = {k: row[k] for k in ("generated", "checked", "killed", "survived", "equivalent", "kill_rate")}
         print(module, json.dumps(summary))
         for name in row["survivors"]:

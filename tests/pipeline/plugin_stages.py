@@ -35,7 +35,8 @@ def run_slow(inputs, params, ctx):
         raise ValueError(f"refusing images of height {params.fail_on}")
     if params.crash_on and image.shape[0] == int(params.crash_on):
         os._exit(3)  # a worker dying in native code
-    return {"map": (image[..., 0] / 255.0).astype(np.float32)}
+    # the threads the runner gave this worker (a speed hint, never part of a key)
+    return {"map": (image[..., 0] / 255.0).astype(np.float32), "threads": np.int64(ctx.threads or -1)}
 
 
 @dataclass(frozen=True)
@@ -232,8 +233,12 @@ register(Stage("test_pool_of_unstored", "1", ("test_unstored",), NoParams, "pool
 def run_pid(inputs, params, ctx):
     import os
 
+    import cv2
+
     image = inputs["pool"]["image"]
-    return {"map": (image[..., 2] / 255.0).astype(np.float32), "pid": np.int64(os.getpid())}
+    # where it ran, and with the threads the runner gave it (OpenCV's pool, limited by the runner)
+    return {"map": (image[..., 2] / 255.0).astype(np.float32), "pid": np.int64(os.getpid()),
+            "threads": np.int64(ctx.threads or -1), "cv2_threads": np.int64(cv2.getNumThreads())}
 
 
 def run_batch_ctx(batch, params, ctx):
@@ -300,14 +305,28 @@ register(Stage("test_path_pair", "1", ("test_mean",), PathParams, "pair", run_pa
 
 
 def run_path_pool(inputs, params, ctx):
-    return {"value": np.float64(_table_value(params.table)), "n": np.int64(len(inputs["test_mean"]))}
+    return {"value": np.float64(_table_value(params.table)), "n": np.int64(len(inputs["test_mean"])),
+            "item": np.array(ctx.item)}
 
 
 def run_pair_of_pair(inputs_a, inputs_b, inputs_pair, params, ctx):
-    return {"double": np.float64(2.0 * float(inputs_pair["test_pair_diff"]["diff"]))}
+    mean = float(inputs_a["test_mean"]["map"].mean())
+    return {"double": np.float64(2.0 * float(inputs_pair["test_pair_diff"]["diff"])), "mean_a": np.float64(mean)}
+
+
+def run_pair_fail(inputs_a, inputs_b, inputs_pair, params, ctx):
+    if ctx.item[0] == "img1":
+        raise ValueError("refusing pairs of img1")
+    return {"diff": np.float64(float(inputs_a["test_mean"]["map"].mean() - inputs_b["test_mean"]["map"].mean()))}
+
+
+def run_pair_after_fail(inputs_a, inputs_b, inputs_pair, params, ctx):
+    return {"diff": inputs_pair["test_pair_fail"]["diff"]}
 
 
 def run_unstored_batched(batch, params, ctx):
+    if ctx.device != "cpu":  # it reads its context, as a torch stage reads its device
+        raise ValueError("test_unstored_batched runs on the CPU only")
     return [{"big": b["pool"]["image"].astype(np.float32) / 255.0 + params.offset} for b in batch]
 
 
@@ -320,10 +339,38 @@ def run_empty_error(inputs, params, ctx):
 
 
 register(Stage("test_path_pool", "1", ("test_mean",), PathParams, "pool", run_path_pool, doc="test"))
-register(Stage("test_pair_of_pair", "1", ("test_pair_diff",), NoParams, "pair", run_pair_of_pair, doc="test",
+# an image input listed before the pair input
+register(Stage("test_pair_of_pair", "1", ("test_mean", "test_pair_diff"), NoParams, "pair", run_pair_of_pair,
+               doc="test", pairs_from="test_pair_table"))
+register(Stage("test_pair_fail", "1", ("test_mean",), NoParams, "pair", run_pair_fail, doc="test",
                pairs_from="test_pair_table"))
+register(Stage("test_pair_after_fail", "1", ("test_mean", "test_pair_fail"), NoParams, "pair", run_pair_after_fail,
+               doc="test", pairs_from="test_pair_table"))
 register(Stage("test_unstored_batched", "1", ("pool",), UnstoredParams, "image", run_unstored_batched, doc="test",
                store=False, batched=True, resources=Resources(cpu_batch=2)))
 register(Stage("test_uses_unstored_batched", "1", ("test_unstored_batched",), NoParams, "image",
                run_uses_unstored_batched, doc="test", produces_map=True))
 register(Stage("test_empty_error", "1", ("pool",), NoParams, "image", run_empty_error, doc="test", produces_map=True))
+
+
+def run_batch_short(batch, params, ctx):
+    return [{"map": (batch[0]["pool"]["image"][..., 0] / 255.0).astype(np.float32)}]  # one result per batch
+
+
+@dataclass(frozen=True)
+class WarnParams:
+    fail: bool = False
+
+
+def run_warn(inputs, params, ctx):
+    import warnings
+
+    warnings.warn(f"{ctx.item} looks odd")
+    if params.fail:
+        raise ValueError("and fails")
+    return {"map": (inputs["pool"]["image"][..., 0] / 255.0).astype(np.float32)}
+
+
+register(Stage("test_batch_short", "1", ("pool",), NoParams, "image", run_batch_short, doc="test", produces_map=True,
+               batched=True, resources=Resources(cpu_batch=3)))
+register(Stage("test_warn", "1", ("pool",), WarnParams, "image", run_warn, doc="test", produces_map=True))

@@ -18,6 +18,7 @@ from pipeline.config import build_params
 from pipeline.registry import NoParams, Resources, Stage
 from pipeline.runner import RunError, Runner, RunOptions, _check_map, _limit_threads, _resolve_device, resolve_stages
 from tests.pipeline.conftest import run_stages, square_pool
+from tests.pipeline.plugin_stages import MeanParams
 
 ALIAS_NOTICE = "stage slic500 is now called slic; the old name will be removed in the next release"
 
@@ -67,6 +68,8 @@ def test_a_result_outside_the_contract_fails_its_item_only(tiny_pool, tmp_path, 
     assert f"warning: test_bad_output failed on img1: {error}" in lines
     assert sorted(p.name for p in (out / "test_bad_output").glob("*.png")) == ["img0.png", "img2.png", "img3.png"]
     assert report.succeeded
+    log = (out / "errors.log").read_text()
+    assert log.startswith("--- test_bad_output img1\nTraceback (most recent call last):") and error.split(": ")[-1] in log
 
 
 # ---- batching
@@ -90,11 +93,18 @@ def test_an_unbatched_stage_ignores_a_batch_size_hint(tiny_pool, tmp_path):
 
 
 def test_with_several_jobs_items_are_computed_in_worker_processes(tiny_pool, tmp_path):
+    cores = os.cpu_count() or 1
     run_stages(["test_pid"], tmp_path / "one", pool=tiny_pool, jobs=1)
-    assert [int(a["pid"]) for a in _artifacts(tmp_path / "one", "test_pid")] == [os.getpid()] * 4
+    one = _artifacts(tmp_path / "one", "test_pid")
+    assert [int(a["pid"]) for a in one] == [os.getpid()] * 4
+    assert [int(a["threads"]) for a in one] == [cores] * 4  # one worker: every core
     run_stages(["test_pid"], tmp_path / "two", pool=tiny_pool, jobs=2)
-    pids = [int(a["pid"]) for a in _artifacts(tmp_path / "two", "test_pid")]
+    two = _artifacts(tmp_path / "two", "test_pid")
+    pids = [int(a["pid"]) for a in two]
     assert len(pids) == 4 and os.getpid() not in pids
+    share = max(1, cores // 2)
+    assert [int(a["threads"]) for a in two] == [share] * 4  # the cores shared between the workers
+    assert [int(a["cv2_threads"]) for a in two] == [share] * 4  # and OpenCV's pool limited to it
 
 
 def test_a_worker_that_dies_fails_only_its_own_item(tiny_pool, tmp_path):
@@ -103,6 +113,9 @@ def test_a_worker_that_dies_fails_only_its_own_item(tiny_pool, tmp_path):
     assert (rep.computed, rep.failed) == (3, 1)
     assert [line for line in lines if "failed on" in line] == [
         "warning: test_slow failed on img1: the worker process died while computing this item"]
+    # the items computed again one by one after the crash got their worker's share of the cores too
+    expected = max(1, (os.cpu_count() or 1) // 2)
+    assert [int(a["threads"]) for a in _artifacts(tmp_path / "out", "test_slow")] == [expected] * 3
     assert sorted(p.name for p in (tmp_path / "out" / "test_slow").glob("*.png")) == ["img0.png", "img2.png", "img3.png"]
 
 
@@ -340,6 +353,8 @@ def test_an_item_whose_map_cannot_be_written_fails_alone(tiny_pool, tmp_path, mo
         f"warning: test_mean failed on img1: OSError: [Errno {errno.ENAMETOOLONG}] {os.strerror(errno.ENAMETOOLONG)}: "
         f"'{tmp_path / 'out' / 'test_mean' / 'img1.png'}'"]
     assert report.succeeded
+    log = (tmp_path / "out" / "errors.log").read_text()
+    assert log.startswith("--- test_mean img1\nTraceback (most recent call last):") and "OSError: [Errno" in log
 
 
 def test_a_full_disk_stops_the_run_with_one_error_and_keeps_what_is_done(tiny_pool, tmp_path, monkeypatch):
@@ -493,9 +508,9 @@ def test_a_pair_stage_with_no_pairs_had_nothing_to_do(tmp_path):
     pool.mkdir()
     for i in range(2):  # the toy table lists no neighbours (-1) for pools of two images
         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(pool / f"p{i}.png")
-    stages, _, report = run_stages(["test_pair_diff"], tmp_path / "out", pool=pool)
-    assert stages["test_pair_diff"].total == 0
-    assert report.failure_reason() == "the requested stages had nothing to do (test_pair_diff)"
+    stages, _, report = run_stages(["test_pair_diff", "test_fault_pair"], tmp_path / "out", pool=pool)
+    assert stages["test_pair_diff"].total == 0 and stages["test_fault_pair"].total == 0
+    assert report.failure_reason() == "the requested stages had nothing to do (test_pair_diff, test_fault_pair)"
     assert not report.succeeded
 
 
@@ -525,3 +540,98 @@ def test_prior_maps_without_an_image_are_named_and_images_without_a_prior_are_sk
     assert (rep.total, rep.computed, rep.skipped) == (4, 1, 3)
     assert f"warning: {priors / 'ghost.png'}: no image with stem 'ghost' in the pool (ignored)" in lines
     assert "warning: priors: no prior file for 'img1' (skipped)" in lines
+
+
+# ---- pool and pair keys
+
+
+def _bump_version(monkeypatch, name):
+    import dataclasses
+
+    registry.all_stages()
+    monkeypatch.setitem(registry._REGISTRY, name, dataclasses.replace(registry.get(name), version="2"))
+
+
+def test_bumping_the_version_of_a_pool_or_a_pair_stage_recomputes_it(tiny_pool, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    names = ["test_count", "test_pair_diff"]
+    run_stages(names, out, pool=tiny_pool)
+    _bump_version(monkeypatch, "test_count")
+    _bump_version(monkeypatch, "test_pair_diff")
+    again, _, _ = run_stages(names, out, pool=tiny_pool)
+    computed = {n: s.computed for n, s in again.items()}
+    assert computed == {"pool": 0, "test_mean": 0, "test_pair_table": 0, "test_count": 1, "test_pair_diff": 8}
+
+
+def test_a_pool_stage_recomputes_when_its_items_swap_their_results(tiny_pool, tmp_path):
+    out = tmp_path / "out"
+    run_stages(["test_count"], out, pool=tiny_pool)
+    a, b = tiny_pool / "img0.png", tiny_pool / "img1.png"
+    a.rename(tiny_pool / "tmp.png")
+    b.rename(a)
+    (tiny_pool / "tmp.png").rename(b)  # the same images, each under the other's name
+    again, _, _ = run_stages(["test_count"], out, pool=tiny_pool)
+    assert again["test_mean"].cached == 4 and again["test_count"].computed == 1
+    counts = [x for x in _artifacts(out, "test_count")]
+    assert len(counts) == 2 and not np.array_equal(counts[0]["means"], counts[1]["means"])
+
+
+def test_a_pool_stage_gets_the_pool_item_as_its_context(tiny_pool, tmp_path):
+    from pipeline.runner import POOL_ITEM
+
+    run_stages(["test_path_pool"], tmp_path / "out", pool=tiny_pool)
+    (art,) = _artifacts(tmp_path / "out", "test_path_pool")
+    assert str(art["item"]) == POOL_ITEM and int(art["n"]) == 4
+
+
+def test_pairs_whose_pair_input_or_image_input_failed_are_skipped_and_the_rest_computed(tiny_pool, tmp_path):
+    stages, lines, _ = run_stages(["test_pair_after_fail"], tmp_path / "out", pool=tiny_pool)
+    assert stages["test_pair_fail"].failed == 2  # the two pairs of target img1
+    assert [line for line in lines if "failed on" in line] == [
+        "warning: test_pair_fail failed on img1->img2: refusing pairs of img1",
+        "warning: test_pair_fail failed on img1->img3: refusing pairs of img1"]
+    rep = stages["test_pair_after_fail"]
+    assert (rep.total, rep.computed, rep.skipped, rep.failed) == (8, 6, 2, 0)
+    stages, _, _ = run_stages(["test_fault_pair"], tmp_path / "o2", ["test_slow.fail_on=24"], pool=tiny_pool)
+    rep = stages["test_fault_pair"]  # img1 is the target of two pairs and the neighbour of two others
+    assert (rep.total, rep.computed, rep.skipped, rep.failed) == (8, 4, 4, 0)
+
+
+def _sums_of_unstored_neighbours(inputs, neighbours, params, ctx):
+    sums = [params.scale * nb["test_unstored"]["big"].sum() for nb in neighbours]
+    return {"stem": np.array(ctx.item), "sums": np.array(sums)}
+
+
+def test_an_image_stage_reads_an_unstored_stage_of_its_neighbours(tiny_pool, tmp_path, monkeypatch):
+    from pipeline.registry import NeighbourInputs
+
+    registry.all_stages()
+    monkeypatch.setitem(registry._REGISTRY, "test_unstored_neighbours", Stage(
+        "test_unstored_neighbours", "1", ("pool",), MeanParams, "image", _sums_of_unstored_neighbours, doc="test",
+        neighbour_inputs=NeighbourInputs("test_pair_table", ("test_unstored",))))
+    out = tmp_path / "out"
+    sets = ["test_unstored.offset=0.5", "test_unstored_neighbours.scale=2"]
+    stages, _, _ = run_stages(["test_unstored_neighbours"], out, sets, pool=tiny_pool)
+    assert stages["test_unstored_neighbours"].computed == 4
+    sums = [2 * (np.asarray(Image.open(tiny_pool / f"img{i}.png"), np.float32) / 255.0 + 0.5).sum() for i in range(4)]
+    for art in _artifacts(out, "test_unstored_neighbours"):
+        i = int(str(art["stem"])[3:])
+        np.testing.assert_allclose(art["sums"], [sums[(i + 1) % 4], sums[(i + 2) % 4]], rtol=1e-5)
+
+
+def test_a_batched_stage_that_returns_too_few_results_fails_its_batch(tiny_pool, tmp_path):
+    stages, lines, _ = run_stages(["test_batch_short"], tmp_path / "out", pool=tiny_pool)
+    rep = stages["test_batch_short"]  # batches (img0, img1, img2) and (img3): one result is enough for the last
+    assert (rep.failed, rep.computed) == (3, 1)
+    assert [line for line in lines if "failed on" in line] == [
+        f"warning: test_batch_short failed on img{i}: RuntimeError: stage returned 1 results for 3 items"
+        for i in range(3)]
+
+
+def test_warnings_of_a_stage_become_notices_whether_it_succeeds_or_fails(tiny_pool, tmp_path):
+    _, lines, _ = run_stages(["test_warn"], tmp_path / "a", pool=tiny_pool)
+    assert [line for line in lines if line.startswith("notice: test_warn")] == [
+        f"notice: test_warn: img{i} looks odd" for i in range(4)]
+    stages, lines, _ = run_stages(["test_warn"], tmp_path / "b", ["test_warn.fail=true"], pool=tiny_pool)
+    assert stages["test_warn"].failed == 4
+    assert "notice: test_warn: img2 looks odd" in lines and "warning: test_warn failed on img2: and fails" in lines
