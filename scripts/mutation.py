@@ -225,6 +225,8 @@ def refresh_tests(module: str, work: Path) -> None:
     for dest in (work / "tests", work / "mutants" / "tests"):
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(ROOT / "tests", dest, ignore=ignore)
+    # which tests reach which function: collected again, so that the new tests are run
+    (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
 
 
 def run_module(module: str, functions: list[str] | None, sample: int | None, seed: int,
