@@ -7,6 +7,9 @@ The helper stages are in ``tests/pipeline/plugin_stages.py`` (worker processes i
 import errno
 import json
 import os
+import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -635,3 +638,38 @@ def test_warnings_of_a_stage_become_notices_whether_it_succeeds_or_fails(tiny_po
     stages, lines, _ = run_stages(["test_warn"], tmp_path / "b", ["test_warn.fail=true"], pool=tiny_pool)
     assert stages["test_warn"].failed == 4
     assert "notice: test_warn: img2 looks odd" in lines and "warning: test_warn failed on img2: and fails" in lines
+
+
+def test_the_run_summary_names_the_pool_the_problems_and_the_models(tmp_path):
+    images, gt = square_pool(tmp_path / "p", seed=4)
+    run_stages(["test_colour_fit"], tmp_path / "train", pool=images, gt=gt)
+    key = json.loads((tmp_path / "train" / "run_summary.json").read_text())["pool_keys"]["test_colour_fit"]
+    model = tmp_path / "colour.npz"
+    shutil.copy(Cache(tmp_path / "train").path("test_colour_fit", key), model)
+    priors = tmp_path / "priors"
+    priors.mkdir()
+    Image.fromarray(np.full((5, 5), 9, np.uint8)).save(priors / "ghost.png")
+    out = tmp_path / "out"
+    _, _, report = run_stages(["test_colour"], out, [f"test_colour.model={model}"], pool=images, priors=priors)
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["pool"] == str(images)
+    assert summary["problems"] == report.problems == [
+        f"{priors / 'ghost.png'}: no image with stem 'ghost' in the pool (ignored)"]
+    ref = summary["models"]["test_colour"]
+    assert ref["source"] == "file" and ref["path"] == str(model) and ref["digest"] == models.cached_file_digest(model)
+
+
+def test_progress_bars_name_each_stage_count_items_and_stay(tiny_pool, tmp_path, capsys):
+    from pipeline.runner import run
+
+    params, _ = build_params(None, [])
+    out = tmp_path / "out"
+    opts = RunOptions(out=out, pool=tiny_pool, jobs=1, progress=True, echo=lambda line: None)
+    run(["test_mean"], params, opts)
+    err = capsys.readouterr().err
+    segments = [s for s in re.split(r"[\r\n]", err) if s.strip()]
+    finals = [s for s in segments if "4/4" in s]
+    assert any(s.startswith("     test_mean: 100%") and "item/s" in s for s in finals), err
+    assert segments[-1].startswith("     test_mean: 100%")  # the bar is left on screen, not cleared
+    run(["test_mean"], params, opts)  # everything cached: nothing to show
+    assert "test_mean:" not in capsys.readouterr().err
