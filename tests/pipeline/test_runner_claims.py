@@ -665,11 +665,37 @@ def test_progress_bars_name_each_stage_count_items_and_stay(tiny_pool, tmp_path,
     params, _ = build_params(None, [])
     out = tmp_path / "out"
     opts = RunOptions(out=out, pool=tiny_pool, jobs=1, progress=True, echo=lambda line: None)
-    run(["test_mean"], params, opts)
+    run(["test_mean", "test_count"], params, opts)
     err = capsys.readouterr().err
     segments = [s for s in re.split(r"[\r\n]", err) if s.strip()]
-    finals = [s for s in segments if "4/4" in s]
-    assert any(s.startswith("     test_mean: 100%") and "item/s" in s for s in finals), err
-    assert segments[-1].startswith("     test_mean: 100%")  # the bar is left on screen, not cleared
-    run(["test_mean"], params, opts)  # everything cached: nothing to show
+    assert any(s.startswith("     test_mean: 100%") and "4/4" in s and "item/s" in s for s in segments), err
+    assert any(s.startswith("    test_count: 100%") and "1/1" in s for s in segments), err  # one item: a bar too
+    assert segments[-1].startswith("    test_count: 100%")  # the last bar is left on screen, not cleared
+    run(["test_mean", "test_count"], params, opts)  # everything cached: nothing to show
     assert "test_mean:" not in capsys.readouterr().err
+
+
+def _colour_model(tmp_path, seed):
+    """A trained toy colour model file, and the pool it was trained on."""
+    images, gt = square_pool(tmp_path / f"p{seed}", seed=seed)
+    out = tmp_path / f"train{seed}"
+    run_stages(["test_colour_fit"], out, [f"test_colour_fit.seed={seed}"], pool=images, gt=gt)
+    key = json.loads((out / "run_summary.json").read_text())["pool_keys"]["test_colour_fit"]
+    model = tmp_path / f"colour{seed}.npz"
+    shutil.copy(Cache(out).path("test_colour_fit", key), model)
+    return model, images
+
+
+def test_a_model_enters_the_keys_by_its_bytes_not_by_its_name(tmp_path):
+    model, images = _colour_model(tmp_path, 1)
+    other, _ = _colour_model(tmp_path, 2)
+    out, names = tmp_path / "out", ["test_after_colour"]
+    first, _, _ = run_stages(names, out, [f"test_colour.model={model}"], pool=images)
+    assert first["test_colour"].computed == 4
+    copy = tmp_path / "same_bytes_other_name.npz"
+    shutil.copy(model, copy)
+    same, _, report = run_stages(names, out, [f"test_colour.model={copy}"], pool=images)
+    assert report.computed == 0  # the same model under another name: nothing to recompute
+    changed, _, _ = run_stages(names, out, [f"test_colour.model={other}"], pool=images)
+    computed = {n: s.computed for n, s in changed.items()}
+    assert computed == {"pool": 0, "test_colour": 4, "test_after_colour": 4}  # exactly the model's dependants
