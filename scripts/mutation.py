@@ -27,8 +27,9 @@ are mutated and tested as plain Python, against their small-input tests
 (``tests/alignment/test_bp_kernels.py``), which are fast enough without compilation.
 
 ``--recheck`` takes a finished full run's scratch copy, copies the current ``tests/`` into it and
-runs only that run's survivors again (the module itself must be unchanged): after tests were added
-for the survivors, it gives the full module's numbers without running the killed mutants again.
+runs only that run's survivors again, except those listed as equivalent (the module itself must be
+unchanged): after tests were added for the survivors, it gives the full module's numbers without
+running the killed mutants again.
 
 Equivalent mutants (a change no test can observe because the behaviour is the same) are listed in
 ``scripts/mutation_equivalents.toml`` with one line each on why; the kill rate excludes them. A
@@ -278,7 +279,9 @@ def run_module(module: str, functions: list[str] | None, sample: int | None, see
     elif names:
         selected = None
     if recheck:
-        names = _survivors(module, work)
+        # the listed equivalent mutants stay survivors (no test can kill them): not run again
+        listed = load_equivalents()
+        names = [n for n in _survivors(module, work) if n not in listed]
     start = time.monotonic()
     with open(work / "mutmut.log", "w") as log:  # mutmut's progress output, kept out of the terminal
         proc = subprocess.run(cmd + names, cwd=work, env=env, check=False, stdout=log,
@@ -401,8 +404,8 @@ def markdown(data: dict) -> str:
                          f"confidence (Wilson interval, {row['killed']} of {n}).")
         if row.get("recheck"):
             r = row["recheck"]
-            notes.append(f"- `{row['module']}`: a full run, then its {r['survivors_rerun']} surviving mutants (equivalent "
-                         "ones included) run again against the tests as they are now (`--recheck`); tests were "
+            notes.append(f"- `{row['module']}`: a full run, then its {r['survivors_rerun']} surviving mutants not listed "
+                         "as equivalent run again against the tests as they are now (`--recheck`); tests were "
                          "only added in between, so the mutants the run killed stay killed. Wall: both runs.")
         if row.get("no_jit"):
             notes.append(f"- `{row['module']}`: numba kernels mutated and tested as plain Python "
