@@ -139,7 +139,9 @@ def run_colour(inputs, params, ctx):
     model = ctx.model.load()
     image = inputs["pool"]["image"] / 255.0
     z = image @ model.arrays["coef"] + model.arrays["intercept"][0]
-    return {"map": (1.0 / (1.0 + np.exp(-z))).astype(np.float32)}
+    ref = ctx.model  # where the model came from, as the runner resolved it
+    return {"map": (1.0 / (1.0 + np.exp(-z))).astype(np.float32), "model_source": np.array(ref.source),
+            "model_name": np.array(ref.name), "model_digest": np.array(ref.digest)}
 
 
 register(Stage("test_colour_fit", "1", ("pool", "gt"), ColourFitParams, "pool", run_colour_fit, doc="test"))
@@ -238,7 +240,8 @@ def run_pid(inputs, params, ctx):
     image = inputs["pool"]["image"]
     # where it ran, and with the threads the runner gave it (OpenCV's pool, limited by the runner)
     return {"map": (image[..., 2] / 255.0).astype(np.float32), "pid": np.int64(os.getpid()),
-            "threads": np.int64(ctx.threads or -1), "cv2_threads": np.int64(cv2.getNumThreads())}
+            "threads": np.int64(ctx.threads or -1), "cv2_threads": np.int64(cv2.getNumThreads()),
+            "device": np.array(ctx.device)}
 
 
 def run_batch_ctx(batch, params, ctx):
@@ -321,7 +324,7 @@ def run_pair_fail(inputs_a, inputs_b, inputs_pair, params, ctx):
 
 
 def run_pair_after_fail(inputs_a, inputs_b, inputs_pair, params, ctx):
-    return {"diff": inputs_pair["test_pair_fail"]["diff"]}
+    return {"diff": inputs_pair["test_pair_fail"]["diff"], "mean_b": np.float64(inputs_b["test_mean"]["map"].mean())}
 
 
 def run_unstored_batched(batch, params, ctx):
@@ -344,7 +347,8 @@ register(Stage("test_pair_of_pair", "1", ("test_mean", "test_pair_diff"), NoPara
                doc="test", pairs_from="test_pair_table"))
 register(Stage("test_pair_fail", "1", ("test_mean",), NoParams, "pair", run_pair_fail, doc="test",
                pairs_from="test_pair_table"))
-register(Stage("test_pair_after_fail", "1", ("test_mean", "test_pair_fail"), NoParams, "pair", run_pair_after_fail,
+# the pair input listed before the image input
+register(Stage("test_pair_after_fail", "1", ("test_pair_fail", "test_mean"), NoParams, "pair", run_pair_after_fail,
                doc="test", pairs_from="test_pair_table"))
 register(Stage("test_unstored_batched", "1", ("pool",), UnstoredParams, "image", run_unstored_batched, doc="test",
                store=False, batched=True, resources=Resources(cpu_batch=2)))

@@ -258,6 +258,9 @@ def test_a_model_trained_in_the_run_is_applied_and_a_failed_training_skips_every
     stages, _, _ = run_stages(["test_colour"], tmp_path / "out", ["test_colour.model=train"], pool=images, gt=gt)
     assert stages["test_colour_fit"].computed == 1 and stages["test_colour"].computed == 4
     assert len(list((tmp_path / "out" / "test_colour").glob("*.png"))) == 4
+    key = json.loads((tmp_path / "out" / "run_summary.json").read_text())["pool_keys"]["test_colour_fit"]
+    for art in _artifacts(tmp_path / "out", "test_colour"):  # the trainer's result, named as such
+        assert (str(art["model_source"]), str(art["model_name"]), str(art["model_digest"])) == ("train", "train", key)
     stages, _, _ = run_stages(["test_colour"], tmp_path / "out2", ["test_colour.model=train", "test_colour_fit.pixels=0"],
                               pool=images, gt=gt)
     assert stages["test_colour_fit"].failed == 1
@@ -699,3 +702,43 @@ def test_a_model_enters_the_keys_by_its_bytes_not_by_its_name(tmp_path):
     changed, _, _ = run_stages(names, out, [f"test_colour.model={other}"], pool=images)
     computed = {n: s.computed for n, s in changed.items()}
     assert computed == {"pool": 0, "test_colour": 4, "test_after_colour": 4}  # exactly the model's dependants
+
+
+def test_a_learned_pool_stage_without_its_model_skips_its_one_item(tmp_path, monkeypatch):
+    from pipeline.registry import ModelSlot
+    from tests.pipeline.plugin_stages import ColourParams
+
+    images, gt = square_pool(tmp_path / "p", seed=5)
+    registry.all_stages()
+    monkeypatch.setitem(registry._REGISTRY, "test_colour_pool", Stage(
+        "test_colour_pool", "1", ("pool",), ColourParams, "pool", lambda inputs, params, ctx: {"n": np.int64(1)},
+        doc="test", learned=ModelSlot(trainer="test_colour_fit")))
+    stages, _, _ = run_stages(["test_colour_pool"], tmp_path / "out",
+                              ["test_colour_pool.model=train", "test_colour_fit.pixels=0"], pool=images, gt=gt)
+    rep = stages["test_colour_pool"]
+    assert (rep.total, rep.skipped, rep.computed) == (1, 1, 0)
+
+
+def test_the_run_device_reaches_every_item(tiny_pool, tmp_path, monkeypatch):
+    from pipeline import runner
+
+    monkeypatch.setattr(runner, "_resolve_device", lambda requested, needed: "cuda")  # no GPU needed: it is only read
+    run_stages(["test_pid"], tmp_path / "out", pool=tiny_pool)
+    assert [str(a["device"]) for a in _artifacts(tmp_path / "out", "test_pid")] == ["cuda"] * 4
+
+
+def test_an_image_without_neighbours_gets_an_empty_list(tmp_path, monkeypatch):
+    from pipeline.registry import NeighbourInputs
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i in range(2):  # the toy table lists no neighbours (-1) for pools of two images
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(pool / f"p{i}.png")
+    registry.all_stages()
+    monkeypatch.setitem(registry._REGISTRY, "test_unstored_neighbours", Stage(
+        "test_unstored_neighbours", "1", ("pool",), MeanParams, "image", _sums_of_unstored_neighbours, doc="test",
+        neighbour_inputs=NeighbourInputs("test_pair_table", ("test_unstored",))))
+    out = tmp_path / "out"
+    stages, _, _ = run_stages(["test_unstored_neighbours"], out, pool=pool)
+    assert stages["test_unstored_neighbours"].computed == 2
+    assert [a["sums"].size for a in _artifacts(out, "test_unstored_neighbours")] == [0, 0]
