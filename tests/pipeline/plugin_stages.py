@@ -295,6 +295,8 @@ def run_path_pair(inputs_a, inputs_b, inputs_pair, params, ctx):
 register(Stage("test_pid", "1", ("pool",), NoParams, "image", run_pid, doc="test", produces_map=True))
 register(Stage("test_batch_ctx", "1", ("pool",), NoParams, "image", run_batch_ctx, doc="test", produces_map=True,
                batched=True, resources=Resources(cpu_batch=3)))
+register(Stage("test_batch_gpu", "1", ("pool",), NoParams, "image", run_batch_ctx, doc="test", produces_map=True,
+               batched=True, resources=Resources(wants_gpu=True, cpu_batch=3, gpu_batch=2)))
 # not batched: a cpu_batch hint of an unbatched stage must not group its items
 register(Stage("test_grouped_hint", "1", ("pool",), NoParams, "image", run_pid, doc="test", produces_map=True,
                resources=Resources(cpu_batch=3)))

@@ -560,13 +560,14 @@ def _bump_version(monkeypatch, name):
 
 def test_bumping_the_version_of_a_pool_or_a_pair_stage_recomputes_it(tiny_pool, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    names = ["test_count", "test_pair_diff"]
+    names = ["test_count", "test_pair_diff", "test_after"]
     run_stages(names, out, pool=tiny_pool)
-    _bump_version(monkeypatch, "test_count")
-    _bump_version(monkeypatch, "test_pair_diff")
+    for name in ("test_count", "test_pair_diff", "test_after"):
+        _bump_version(monkeypatch, name)
     again, _, _ = run_stages(names, out, pool=tiny_pool)
     computed = {n: s.computed for n, s in again.items()}
-    assert computed == {"pool": 0, "test_mean": 0, "test_pair_table": 0, "test_count": 1, "test_pair_diff": 8}
+    assert computed == {"pool": 0, "test_mean": 0, "test_pair_table": 0, "test_count": 1, "test_pair_diff": 8,
+                        "test_after": 4}
 
 
 def test_a_pool_stage_recomputes_when_its_items_swap_their_results(tiny_pool, tmp_path):
@@ -742,3 +743,35 @@ def test_an_image_without_neighbours_gets_an_empty_list(tmp_path, monkeypatch):
     stages, _, _ = run_stages(["test_unstored_neighbours"], out, pool=pool)
     assert stages["test_unstored_neighbours"].computed == 2
     assert [a["sums"].size for a in _artifacts(out, "test_unstored_neighbours")] == [0, 0]
+
+
+def test_on_cuda_a_gpu_stage_takes_its_gpu_batch_and_the_others_keep_their_cpu_batch(tiny_pool, tmp_path,
+                                                                                     monkeypatch):
+    from pipeline import runner
+
+    def batches(out, stage):
+        return {tuple(str(s) for s in a["batch"]) for a in _artifacts(out, stage)}
+
+    run_stages(["test_batch_gpu", "test_batch_ctx"], tmp_path / "cpu", pool=tiny_pool)
+    assert batches(tmp_path / "cpu", "test_batch_gpu") == {("img0", "img1", "img2"), ("img3",)}
+    monkeypatch.setattr(runner, "_resolve_device", lambda requested, needed: "cuda")  # the stages only read it
+    run_stages(["test_batch_gpu", "test_batch_ctx"], tmp_path / "cuda", pool=tiny_pool)
+    assert batches(tmp_path / "cuda", "test_batch_gpu") == {("img0", "img1"), ("img2", "img3")}  # gpu_batch = 2
+    assert batches(tmp_path / "cuda", "test_batch_ctx") == {("img0", "img1", "img2"), ("img3",)}  # not a GPU stage
+
+
+def test_an_input_file_that_cannot_be_read_skips_its_item_only(tiny_pool, tmp_path, monkeypatch):
+    from pipeline import runner
+
+    real = runner.file_digest
+
+    def digest(path):
+        if Path(path).name == "img1.png":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(runner, "file_digest", digest)
+    stages, lines, _ = run_stages(["test_mean"], tmp_path / "out", pool=tiny_pool)
+    assert (stages["pool"].total, stages["pool"].computed, stages["pool"].skipped) == (4, 3, 1)
+    assert f"warning: {tiny_pool / 'img1.png'}: cannot be read (Permission denied)" in lines
+    assert stages["test_mean"].computed == 3 and stages["test_mean"].skipped == 1
