@@ -241,7 +241,14 @@ def run_pid(inputs, params, ctx):
     # where it ran, and with the threads the runner gave it (OpenCV's pool, limited by the runner)
     return {"map": (image[..., 2] / 255.0).astype(np.float32), "pid": np.int64(os.getpid()),
             "threads": np.int64(ctx.threads or -1), "cv2_threads": np.int64(cv2.getNumThreads()),
-            "device": np.array(ctx.device)}
+            "device": np.array(ctx.device), "thread": np.int64(__import__("threading").get_ident())}
+
+
+def run_pool_thread(inputs, params, ctx):
+    import os
+    import threading
+
+    return {"pid": np.int64(os.getpid()), "thread": np.int64(threading.get_ident()), "n": np.int64(len(inputs["pool"]))}
 
 
 def run_batch_ctx(batch, params, ctx):
@@ -293,6 +300,7 @@ def run_path_pair(inputs_a, inputs_b, inputs_pair, params, ctx):
 
 
 register(Stage("test_pid", "1", ("pool",), NoParams, "image", run_pid, doc="test", produces_map=True))
+register(Stage("test_pool_thread", "1", ("pool",), NoParams, "pool", run_pool_thread, doc="test"))
 register(Stage("test_batch_ctx", "1", ("pool",), NoParams, "image", run_batch_ctx, doc="test", produces_map=True,
                batched=True, resources=Resources(cpu_batch=3)))
 register(Stage("test_batch_gpu", "1", ("pool",), NoParams, "image", run_batch_ctx, doc="test", produces_map=True,

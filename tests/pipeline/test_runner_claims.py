@@ -775,3 +775,49 @@ def test_an_input_file_that_cannot_be_read_skips_its_item_only(tiny_pool, tmp_pa
     assert (stages["pool"].total, stages["pool"].computed, stages["pool"].skipped) == (4, 3, 1)
     assert f"warning: {tiny_pool / 'img1.png'}: cannot be read (Permission denied)" in lines
     assert stages["test_mean"].computed == 3 and stages["test_mean"].skipped == 1
+
+
+def test_two_items_with_two_jobs_are_computed_in_worker_processes(tmp_path):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(pool / f"p{i}.png")
+    run_stages(["test_pid"], tmp_path / "out", pool=pool, jobs=2)
+    pids = [int(a["pid"]) for a in _artifacts(tmp_path / "out", "test_pid")]
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_with_a_dask_scheduler_every_item_runs_on_the_cluster(tiny_pool, tmp_path):
+    import threading
+
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
+                                  protocol="tcp://", host="127.0.0.1") as cluster:
+        # in-process workers: an item run on the cluster runs on one of its threads, not on this one
+        run_stages(["test_pid", "test_pool_thread"], tmp_path / "out", pool=tiny_pool,
+                   scheduler=f"dask://{cluster.scheduler_address}")
+    here = threading.get_ident()
+    threads = [int(a["thread"]) for a in _artifacts(tmp_path / "out", "test_pid")]
+    threads += [int(a["thread"]) for a in _artifacts(tmp_path / "out", "test_pool_thread")]
+    assert len(threads) == 5 and here not in threads  # the pool stage too: one task
+
+
+def test_a_parallel_run_leaves_the_warning_filters_of_the_process_working(tiny_pool, tmp_path):
+    import warnings
+
+    run_stages(["test_mean"], tmp_path / "out", pool=tiny_pool, jobs=2)
+    with warnings.catch_warnings(record=True) as caught:  # the filters as they are, none added
+        warnings.warn("still shown", UserWarning)
+    assert [str(w.message) for w in caught] == ["still shown"]
+
+
+def test_the_report_holds_each_map_folder_and_the_stage_time(tiny_pool, tmp_path):
+    import time
+
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    stages, _, report = run_stages(["test_mean"], out, pool=tiny_pool)
+    wall = time.perf_counter() - t0
+    assert report.map_dirs == {"test_mean": out / "test_mean"} and report.map_items["test_mean"] == [
+        f"img{i}" for i in range(4)]
+    assert 0.0 <= stages["test_mean"].seconds <= wall
