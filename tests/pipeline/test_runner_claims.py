@@ -137,9 +137,12 @@ def test_workers_follow_jobs_the_stage_limit_the_task_count_and_the_device(tmp_p
     runner.device = "cuda"
     assert runner._workers(gpu, 10) == (1, True)  # one process owns the device
     assert runner._workers(mean, 10) == (3, False)
-    assert Runner(params, RunOptions(out=tmp_path, jobs=1))._workers(mean, 10) == (1, True)
+    one_job = Runner(params, RunOptions(out=tmp_path, jobs=1))
+    assert one_job._workers(mean, 10) == (1, True) and one_job._workers(capped, 10) == (1, True)
     dask = Runner(params, RunOptions(out=tmp_path, jobs=3, scheduler="dask://127.0.0.1:1"))
     assert dask._workers(mean, 1) == (3, False) and dask._workers(mean, 10) == (3, False)
+    dask_one = Runner(params, RunOptions(out=tmp_path, jobs=1, scheduler="dask://127.0.0.1:1"))
+    assert dask_one._workers(mean, 10) == (1, False)  # on the cluster, never in this process
 
 
 # ---- devices and threads
@@ -821,3 +824,44 @@ def test_the_report_holds_each_map_folder_and_the_stage_time(tiny_pool, tmp_path
     assert report.map_dirs == {"test_mean": out / "test_mean"} and report.map_items["test_mean"] == [
         f"img{i}" for i in range(4)]
     assert 0.0 <= stages["test_mean"].seconds <= wall
+
+
+def test_a_dask_scheduler_that_cannot_be_reached_or_used_is_one_error(tiny_pool, tmp_path, monkeypatch):
+    import sys
+
+    distributed = pytest.importorskip("distributed")
+    calls = []
+
+    def unreachable(address, **kw):
+        calls.append((address, kw))
+        raise OSError("Timed out trying to connect to tcp://127.0.0.1:1 after 10 s\nsecond line")
+
+    monkeypatch.setattr(distributed, "Client", unreachable)
+    with pytest.raises(RunError) as err:
+        run_stages(["test_mean"], tmp_path / "out", pool=tiny_pool, scheduler="dask://127.0.0.1:1")
+    assert str(err.value) == ("--scheduler dask://127.0.0.1:1: cannot reach the Dask scheduler "
+                              "(Timed out trying to connect to tcp://127.0.0.1:1 after 10 s)")
+    assert calls == [("127.0.0.1:1", {"timeout": "10s"})]
+
+    def silent(address, **kw):
+        raise TimeoutError()
+
+    monkeypatch.setattr(distributed, "Client", silent)
+    with pytest.raises(RunError) as err:
+        run_stages(["test_mean"], tmp_path / "out", pool=tiny_pool, scheduler="dask://127.0.0.1:1")
+    assert str(err.value) == "--scheduler dask://127.0.0.1:1: cannot reach the Dask scheduler (TimeoutError)"
+    monkeypatch.setitem(sys.modules, "distributed", None)  # not installed
+    with pytest.raises(RunError) as err:
+        run_stages(["test_mean"], tmp_path / "out", pool=tiny_pool, scheduler="dask://127.0.0.1:1")
+    assert str(err.value) == "--scheduler dask://... needs the [dask] extra: pip install '.[dask]'"
+
+
+def test_without_a_pool_the_run_uses_the_embedded_demo_pool_and_says_where(tmp_path):
+    from pipeline.pool import IMAGE_EXTENSIONS
+
+    out = tmp_path / "out"
+    stages, lines, report = run_stages(["test_mean"], out)  # no pool
+    demo = out / "demo_pool"
+    assert f"no --pool given: using the embedded demo pool written to {demo}" in lines
+    images = [p for p in demo.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+    assert report.pool_dir == demo and images and stages["test_mean"].computed == len(images)
