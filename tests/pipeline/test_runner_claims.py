@@ -865,3 +865,36 @@ def test_without_a_pool_the_run_uses_the_embedded_demo_pool_and_says_where(tmp_p
     assert f"no --pool given: using the embedded demo pool written to {demo}" in lines
     images = [p for p in demo.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
     assert report.pool_dir == demo and images and stages["test_mean"].computed == len(images)
+
+
+def test_missing_or_empty_input_folders_are_named_exactly(tiny_pool, tmp_path):
+    from pipeline.pool import IMAGE_EXTENSIONS
+
+    out = tmp_path / "out"
+    for option, what in (("pool", "pool"), ("priors", "priors"), ("gt", "gt")):
+        missing = tmp_path / f"no_{option}"
+        kw = {"pool": tiny_pool, option: missing}
+        with pytest.raises(RunError) as err:
+            run_stages(["test_mean"], out, **kw)
+        assert str(err.value) == f"{what} folder {missing} does not exist"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RunError) as err:
+        run_stages(["test_mean"], out, pool=empty)
+    assert str(err.value) == f"pool folder {empty} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+
+
+def test_prior_maps_may_be_npy_arrays(tiny_pool, tmp_path):
+    priors = tmp_path / "priors"
+    priors.mkdir()
+    np.save(priors / "img0.npy", np.full((20, 30), 0.25, np.float32))
+    stages, _, _ = run_stages(["priors"], tmp_path / "out", pool=tiny_pool, priors=priors)
+    assert stages["priors"].computed == 1 and stages["priors"].skipped == 3
+
+
+def test_the_lock_file_gets_the_mode_of_the_umask(tiny_pool, tmp_path):
+    out = tmp_path / "out"
+    run_stages(["test_mean"], out, pool=tiny_pool)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (out / ".lock").stat().st_mode & 0o777 == 0o666 & ~mask
