@@ -27,9 +27,9 @@ are mutated and tested as plain Python, against their small-input tests
 (``tests/alignment/test_bp_kernels.py``), which are fast enough without compilation.
 
 ``--recheck`` takes a finished full run's scratch copy, copies the current ``tests/`` into it and
-runs only that run's survivors again, except those listed as equivalent (the module itself must be
-unchanged): after tests were added for the survivors, it gives the full module's numbers without
-running the killed mutants again.
+runs only that run's survivors again, except those listed as equivalent, and the mutants it did not
+reach if it was stopped part-way (the module itself must be unchanged): after tests were added for
+the survivors, it gives the full module's numbers without running the killed mutants again.
 
 Equivalent mutants (a change no test can observe because the behaviour is the same) are listed in
 ``scripts/mutation_equivalents.toml`` with one line each on why; the kill rate excludes them. A
@@ -212,10 +212,12 @@ def _count_mutants(work: Path, module: str, patterns: list[str] | None) -> int:
 
 
 def _survivors(module: str, work: Path) -> list[str]:
+    """The run's surviving mutants and those it did not reach (a run stopped part-way)."""
     from mutmut.stats import status_by_exit_code
 
     codes = json.loads((work / "mutants" / (module + ".meta")).read_text())["exit_code_by_key"]
-    return sorted(n for n, c in codes.items() if status_by_exit_code[c] in ("survived", "no tests"))
+    return sorted(n for n, c in codes.items()
+                  if status_by_exit_code[c] in ("survived", "no tests", "not checked"))
 
 
 def refresh_tests(module: str, work: Path) -> None:
@@ -236,12 +238,12 @@ def run_module(module: str, functions: list[str] | None, sample: int | None, see
     work = WORK / _slug(module)
     previous = None
     if recheck:
-        # A finished full run's survivors, run again against the current tests: the killed
-        # mutants stay killed (tests were only added), the survivors get the new tests.
+        # A full run's survivors (and any mutant it did not reach, when it was stopped part-way),
+        # run against the current tests: the killed mutants stay killed (tests were only added).
         if functions or sample is not None:
             raise SystemExit("--recheck re-runs the survivors of a full run of the whole module")
         previous = json.loads((RESULTS / "mutation.json").read_text())["modules"].get(module)
-        if previous is None or previous.get("sample") or previous.get("recheck"):
+        if previous is None or previous.get("sample"):
             raise SystemExit(f"--recheck needs a full run of {module} in {RESULTS / 'mutation.json'}")
         refresh_tests(module, work)
     else:
@@ -335,7 +337,8 @@ def run_module(module: str, functions: list[str] | None, sample: int | None, see
         + (f" --children {children}" if children != 1 else "")
         + (" then --recheck" if recheck else ""),
         "recheck": ({"survivors_rerun": len(names), "of_run": previous["date"],
-                     "survived_before": previous["survived"] + previous["equivalent"]} if recheck else None),
+                     "survived_before": previous["survived"] + previous["equivalent"],
+                     "not_reached": previous["generated"] - previous["checked"]} if recheck else None),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
     if stale:
@@ -404,9 +407,13 @@ def markdown(data: dict) -> str:
                          f"confidence (Wilson interval, {row['killed']} of {n}).")
         if row.get("recheck"):
             r = row["recheck"]
-            notes.append(f"- `{row['module']}`: a full run, then its {r['survivors_rerun']} surviving mutants not listed "
-                         "as equivalent run again against the tests as they are now (`--recheck`); tests were "
-                         "only added in between, so the mutants the run killed stay killed. Wall: both runs.")
+            notes.append(f"- `{row['module']}`: a full run, then {r['survivors_rerun']} mutants run against the tests as "
+                         "they are now (`--recheck`): the run's survivors not listed as equivalent and the "
+                         f"{r.get('not_reached', 0)} mutants it had not reached when it was stopped. Tests were "
+                         "only added in between, so the mutants the run killed stay killed. Wall: both runs."
+                         + (f" The recheck was stopped too: {row['generated'] - row['checked']} mutants are not "
+                            "checked yet, and the kill rate is over the checked ones; the same command goes on "
+                            "with them." if row["checked"] < row["generated"] else ""))
         if row.get("no_jit"):
             notes.append(f"- `{row['module']}`: numba kernels mutated and tested as plain Python "
                          "(`@njit` removed in the scratch copy, `NUMBA_DISABLE_JIT=1`).")
