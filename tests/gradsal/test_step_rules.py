@@ -107,3 +107,39 @@ def test_line_search_stops_when_no_step_lowers_the_cost():
 def test_bad_step_options_are_named(kw, word):
     with pytest.raises(ValueError, match=word):
         _descend(ToyClassifier(), steps=1, **kw)
+
+
+class ObjectAndBackground:
+    """Two outputs with known roles: the recognised class sees the whole image, the other only its
+    right half (the 'background'). Darkening the right half lowers both; darkening the left half
+    lowers the recognised class alone."""
+
+    mean = torch.zeros(3)
+    std = torch.ones(3)
+
+    def preprocess(self, image, *, size):
+        return ToyClassifier.preprocess(self, image, size=size)
+
+    def __call__(self, x):
+        return torch.stack([2.0 * x.mean(), x[..., SIZE // 2:].mean()])[None]
+
+
+def _half_means(diff):
+    return float(diff[:, :SIZE // 2].mean()), float(diff[:, SIZE // 2:].mean())
+
+
+def test_the_clamp_keeps_the_background_the_other_output_sees():
+    # Eq. 1's purpose: with gamma = 0 the descent darkens every pixel alike (the recognised output
+    # weighs them alike); with the clamp on, once the right half's output has moved, its penalty
+    # outweighs the recognised output's gradient there and only the left half keeps darkening.
+    image = np.full((SIZE, SIZE, 3), 128, dtype=np.uint8)
+    free, label, _ = gradient_descent(image, ObjectAndBackground(), input_size=SIZE, steps=5, gamma=0.0,
+                                      epsilon=0.05, step_rule="line_search")
+    clamped, _, cost = gradient_descent(image, ObjectAndBackground(), input_size=SIZE, steps=5, gamma=10.0,
+                                        epsilon=0.05, step_rule="line_search")
+    assert label == 0
+    left, right = _half_means(free)
+    assert left == pytest.approx(right, rel=1e-5) and left > 0.0
+    left, right = _half_means(clamped)
+    assert right < 0.5 * left
+    assert np.all(np.diff(cost) < 0.0)
