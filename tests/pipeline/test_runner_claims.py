@@ -170,6 +170,27 @@ def test_device_resolution():
         assert str(err.value) == f"--device: expected auto, cpu or cuda, got {bad!r}"
 
 
+def test_device_resolution_on_a_cuda_machine(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _resolve_device("auto", True) == "cuda"
+    assert _resolve_device("cuda:1", True) == "cuda:1"
+    assert _resolve_device("cuda", False) == "cuda"  # asked for by name: used even if no stage wants it
+    assert _resolve_device("auto", False) == "cpu"   # no stage wants the GPU
+    assert _resolve_device("cpu", True) == "cpu"
+
+
+def test_device_resolution_without_torch(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    assert _resolve_device("auto", True) == "cpu"
+    with pytest.raises(RunError) as err:
+        _resolve_device("cuda", True)
+    assert str(err.value) == "--device cuda: torch is not installed"
+
+
 def test_a_worker_limits_every_thread_pool_to_its_share(monkeypatch):
     import cv2
     import numba
