@@ -92,7 +92,7 @@ MODULES: dict[str, dict] = {
     },
     "alignment/bilevel.py": {
         "tests": ["tests/alignment/test_bilevel.py", "tests/alignment/test_bilevel_contract.py",
-                  "tests/alignment/test_bilevel_claims.py"],
+                  "tests/alignment/test_bilevel_claims.py", "tests/alignment/test_bilevel_box_links.py"],
         "preload": ["alignment.bilevel", "alignment.siftflow", "alignment.dense_sift"],
     },
     # The learned methods: only their loss / label / merge functions (the networks' construction,
