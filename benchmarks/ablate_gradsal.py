@@ -11,13 +11,17 @@ reporting once on the test splits.
      (the floored gradient scaled so its largest pixel change is ``epsilon``) and
      ``line_search`` (the normalised direction, Armijo backtracking from the last accepted
      step, at most ``epsilon``); see :mod:`gradsal.descent`;
-   * ``gamma`` in {0, 0.1, 1, 10} (and the old default 0.01 with the fixed step).
+   * ``gamma`` in {0, 0.1, 1, 10} (and the old default 0.01 with the fixed step; 0.3 and 3 with
+     the line search).
 
    Per setting: maxF / MAE of the smoothed DCNN map (Sec. 3.2, no low-level help) and of the
    refined output, the share of images whose cost of Eq. 1 fell at *every* step, and at least
    from ``X(0)`` to ``X(T)``, and seconds per image.  The chosen setting is the best refined maxF
-   (ties within 0.002 -> lower MAE) among those whose cost fell at every step on every image.
-2. Post-processing on the chosen descent: normalisation quantile x ``alpha``.
+   (ties within 0.002 -> lower MAE) among those with the clamping term on (``gamma > 0.1``:
+   GradSal is Eq. 1 with its clamp; the rows below are the unclamped baseline) whose cost fell at
+   every step on every image.
+2. Post-processing on the chosen descent: normalisation quantile x ``alpha`` x the final pruning
+   ``theta_final`` (Algorithm 1, line 13), same criterion.
 3. Ablation of the chosen setting (same images): the raw and smoothed maps; a centred Gaussian
    in place of the DCNN map (refined by the same low-level map: what the low-level map and its
    centre prior give without the DCNN); the DCNN map refined by the low-level map *without* its
@@ -25,7 +29,7 @@ reporting once on the test splits.
 
 ``--phase test``: the setting chosen by the tune phase (read from its JSON; the package
 defaults must equal it, which the script checks) and the same ablation rows on ECSSD test (500)
-and SOD (300), beside the published classical maps on SOD (GS, RBD, BSCA: the target is to beat
+and SOD (300), plus the same setting with ``gamma = 0`` (what the clamp adds), beside the published classical maps on SOD (GS, RBD, BSCA: the target is to beat
 RBD and GS in maxF and MAE), with maxF, adaptive F, MAE, S-measure.
 
 Torch runs with one intra-op thread; timings are on a shared 2-core CPU (load recorded).
@@ -62,10 +66,14 @@ TEST = "ablate_gradsal_test"
 DESCENT_GRID = (
     [("fixed", g, 0.01) for g in (0.0, 0.01, 0.1, 1.0, 10.0)]
     + [("normalised", g, 0.02) for g in (0.0, 0.1, 1.0)]
-    + [("line_search", g, 0.02) for g in (0.0, 0.1, 1.0, 10.0)]
+    + [("line_search", g, 0.02) for g in (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)]
 )
+# GradSal is Eq. 1 with its clamping term; gamma <= MIN_CLAMP is (close to) the plain class-logit
+# gradient the paper compares against: those rows are reported as the baseline, not chosen.
+MIN_CLAMP = 0.1
 QUANTILES = (0.9, 0.95, 0.99, 1.0)
 ALPHAS = (0.05, 0.1, 0.2, 0.3, 0.5)
+THETA_FINALS = (0.0, 0.1, 0.2, 0.3)
 CENTRE_SIGMA = 0.25   # the contrast prior's centre-prior width (detect.contrast)
 
 
@@ -127,24 +135,27 @@ class Context:
         return diffs, {"sec_per_image_descent": (time.perf_counter() - t0) / n,
                        "frac_cost_fell_every_step": every / n, "frac_cost_fell_overall": overall / n}
 
-    def maps(self, diffs, *, quantile, alpha, low=None):
+    def maps(self, diffs, *, quantile, alpha, theta_final=None, low=None):
         """raw, smoothed and refined maps of Algorithm 1 (lines 9-13) from difference maps."""
         from gradsal.postprocess import prune_normalize, refine, slic_smooth
 
         low = self.low if low is None else low
         d = self.defaults
+        theta_final = d["theta_final"] if theta_final is None else theta_final
         raw = [prune_normalize(x, d["theta"], quantile=quantile) for x in diffs]
         smoothed = [prune_normalize(slic_smooth(r, lab), 0.0) for r, lab in zip(raw, self.labels)]
-        refined = [prune_normalize(refine(s, lo, alpha), d["theta_final"]) for s, lo in zip(smoothed, low)]
+        refined = [prune_normalize(refine(s, lo, alpha), theta_final) for s, lo in zip(smoothed, low)]
         return raw, smoothed, refined
 
-    def ablation(self, diffs, *, quantile, alpha, s_measure=False):
+    def ablation(self, diffs, *, quantile, alpha, theta_final=None, s_measure=False):
         """Rows: each part of the map on its own and each part taken away."""
         from gradsal.postprocess import prune_normalize, refine
 
-        raw, smoothed, refined = self.maps(diffs, quantile=quantile, alpha=alpha)
-        _, _, no_centre = self.maps(diffs, quantile=quantile, alpha=alpha, low=self.low_nocentre)
-        gauss = [prune_normalize(refine(centred_gaussian(im.shape[:2]), lo, alpha), self.defaults["theta_final"])
+        theta_final = self.defaults["theta_final"] if theta_final is None else theta_final
+        raw, smoothed, refined = self.maps(diffs, quantile=quantile, alpha=alpha, theta_final=theta_final)
+        _, _, no_centre = self.maps(diffs, quantile=quantile, alpha=alpha, theta_final=theta_final,
+                                    low=self.low_nocentre)
+        gauss = [prune_normalize(refine(centred_gaussian(im.shape[:2]), lo, alpha), theta_final)
                  for im, lo in zip(self.images, self.low)]
         rows = {
             "gradsal (refined)": refined,
@@ -175,7 +186,7 @@ def tune(n: int) -> dict:
                "smoothed_maxF": s["maxF"], "smoothed_MAE": s["MAE"], **sod_scores(refined, gts)}
         rows.append(row)
         print("descent", row, flush=True)
-    eligible = [r for r in rows if r["frac_cost_fell_every_step"] == 1.0]
+    eligible = [r for r in rows if r["frac_cost_fell_every_step"] == 1.0 and r["gamma"] > MIN_CLAMP]
     win = best(eligible)
     chosen = {k: win[k] for k in ("step_rule", "gamma", "epsilon")}
     diffs = cache[(win["step_rule"], win["gamma"], win["epsilon"])]
@@ -184,16 +195,19 @@ def tune(n: int) -> dict:
     post_rows = []
     for q in QUANTILES:
         for a in ALPHAS:
-            _, _, refined = ctx.maps(diffs, quantile=q, alpha=a)
-            post_rows.append({"quantile": q, "alpha": a, **sod_scores(refined, gts)})
+            for th in THETA_FINALS:
+                _, _, refined = ctx.maps(diffs, quantile=q, alpha=a, theta_final=th)
+                post_rows.append({"quantile": q, "alpha": a, "theta_final": th, **sod_scores(refined, gts)})
     pwin = best(post_rows)
-    chosen.update(quantile=pwin["quantile"], alpha=pwin["alpha"])
-    abl = ctx.ablation(diffs, quantile=chosen["quantile"], alpha=chosen["alpha"], s_measure=True)
+    chosen.update(quantile=pwin["quantile"], alpha=pwin["alpha"], theta_final=pwin["theta_final"])
+    abl = ctx.ablation(diffs, quantile=chosen["quantile"], alpha=chosen["alpha"],
+                       theta_final=chosen["theta_final"], s_measure=True)
     out = {"split": "ECSSD train", "n_images": len(stems), "subset_seed": 0, "stems": stems,
-           "fixed": {k: d[k] for k in ("steps", "input_size", "theta", "theta_final", "n_segments",
+           "fixed": {k: d[k] for k in ("steps", "input_size", "theta", "n_segments",
                                        "compactness", "lowlevel_segments")},
-           "package_defaults_at_run": {k: d[k] for k in ("step_rule", "gamma", "epsilon", "quantile", "alpha")
-                                       if k in d},
+           "package_defaults_at_run": {k: d[k] for k in ("step_rule", "gamma", "epsilon", "quantile", "alpha",
+                                                         "theta_final") if k in d},
+           "min_clamp": MIN_CLAMP,
            "descent": rows, "postprocess": post_rows, "ablation": abl, "chosen": chosen,
            "maxF_by_setting": best_by_rule_gamma, "load_average_end": load_average(),
            "seconds_total": time.time() - t_start}
@@ -218,12 +232,15 @@ def tune_markdown(out) -> str:
         lines.append(f"| {r['step_rule']} | {r['gamma']} | {r['epsilon']} | {r['frac_cost_fell_every_step']:.0%} | "
                      f"{r['frac_cost_fell_overall']:.0%} | {r['smoothed_maxF']:.4f} | {r['smoothed_MAE']:.4f} | "
                      f"{r['maxF']:.4f} | {r['adpF']:.4f} | {r['MAE']:.4f} | {r['sec_per_image_descent']:.2f} |")
-    lines += ["", "Chosen: the best maxF (ties within 0.002 -> lower MAE) among the settings whose cost "
+    lines += ["", "Chosen: the best maxF (ties within 0.002 -> lower MAE) among the settings with the clamp on "
+              f"(gamma > {out['min_clamp']}; the rows at or below it are the unclamped baseline) whose cost "
               "fell at every step on every image.", "",
-              "## Post-processing on the chosen descent", "", "| quantile | alpha | maxF | adpF | MAE |",
-              "|---|---|---|---|---|"]
+              "## Post-processing on the chosen descent", "",
+              "Same criterion. `theta_final` prunes the refined map (Algorithm 1, line 13).", "",
+              "| quantile | alpha | theta_final | maxF | adpF | MAE |", "|---|---|---|---|---|---|"]
     for r in out["postprocess"]:
-        lines.append(f"| {r['quantile']} | {r['alpha']} | {r['maxF']:.4f} | {r['adpF']:.4f} | {r['MAE']:.4f} |")
+        lines.append(f"| {r['quantile']} | {r['alpha']} | {r['theta_final']} | {r['maxF']:.4f} | {r['adpF']:.4f} "
+                     f"| {r['MAE']:.4f} |")
     lines += ["", f"**Chosen**: {out['chosen']}", "", "## Ablation (chosen setting)", "",
               "| map | maxF | adpF | MAE | S-measure |", "|---|---|---|---|---|"]
     for name, s in out["ablation"].items():
@@ -243,9 +260,14 @@ def test_phase() -> dict:
         if mismatch:
             raise SystemExit(f"the package defaults differ from the tuned setting (default, tuned): {mismatch}")
         diffs, stats = ctx.descend(tuned["step_rule"], tuned["gamma"], tuned["epsilon"])
-        rows = ctx.ablation(diffs, quantile=tuned["quantile"], alpha=tuned["alpha"], s_measure=True)
+        rows = ctx.ablation(diffs, quantile=tuned["quantile"], alpha=tuned["alpha"],
+                            theta_final=tuned["theta_final"], s_measure=True)
+        base, base_stats = ctx.descend(tuned["step_rule"], 0.0, tuned["epsilon"])
+        _, _, base_refined = ctx.maps(base, quantile=tuned["quantile"], alpha=tuned["alpha"],
+                                      theta_final=tuned["theta_final"])
+        rows["same, gamma = 0 (no clamp)"] = sod_scores(base_refined, gts, s_measure=True)
         old, old_stats = ctx.descend("fixed", 0.01, 0.01)
-        _, _, old_refined = ctx.maps(old, quantile=0.95, alpha=0.1)
+        _, _, old_refined = ctx.maps(old, quantile=0.95, alpha=0.1, theta_final=0.0)
         rows["previous default (fixed step, gamma 0.01)"] = sod_scores(old_refined, gts, s_measure=True)
         if dataset == "SOD":
             for method in ("RBD", "GS", "BSCA"):
@@ -253,7 +275,7 @@ def test_phase() -> dict:
                 maps = [read_map(folder / f"{s}.png", g.shape) for s, g in zip(stems, gts)]
                 rows[f"{method} (published map)"] = sod_scores(maps, gts, s_measure=True)
         out["datasets"][dataset] = {"n_images": len(stems), "rows": rows, "descent": stats,
-                                    "previous_descent": old_stats}
+                                    "no_clamp_descent": base_stats, "previous_descent": old_stats}
         print(dataset, json.dumps(rows, indent=1), flush=True)
     out["seconds_total"] = time.time() - t_start
     out["load_average_end"] = load_average()

@@ -88,7 +88,7 @@ def gradient_descent(
     model: Backbone,
     *,
     steps: int = 10,
-    gamma: float = 0.0,
+    gamma: float = 3.0,
     epsilon: float = 0.02,
     input_size: int = 224,
     step_rule: str = "line_search",

@@ -50,13 +50,13 @@ class GradsalParams:
     """
 
     steps: int = param(10, ge=1)
-    gamma: float = param(0.0, ge=0)
+    gamma: float = param(3.0, ge=0)
     epsilon: float = param(0.02, gt=0)
     step_rule: str = param("line_search", choices=("fixed", "normalised", "line_search"))
     theta: float = param(0.0, ge=0, lt=1)
     theta_final: float = param(0.0, ge=0, lt=1)
     alpha: float = param(0.05, ge=0, le=1)
-    quantile: float = param(0.99, gt=0, le=1)
+    quantile: float = param(0.95, gt=0, le=1)
     input_size: int = param(224, ge=32)
     n_segments: int = param(100, ge=1)
     compactness: float = param(10.0, gt=0)
