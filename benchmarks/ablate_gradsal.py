@@ -29,8 +29,9 @@ reporting once on the test splits.
 
 ``--phase test``: the setting chosen by the tune phase (read from its JSON; the package
 defaults must equal it, which the script checks) and the same ablation rows on ECSSD test (500)
-and SOD (300), plus the same setting with ``gamma = 0`` (what the clamp adds), beside the published classical maps on SOD (GS, RBD, BSCA: the target is to beat
-RBD and GS in maxF and MAE), with maxF, adaptive F, MAE, S-measure.
+and SOD (300), plus the same setting with ``gamma = 0`` (what the clamp adds), beside the
+published classical maps on SOD (GS, RBD, BSCA: the target is to beat RBD and GS in maxF and
+MAE), with maxF, adaptive F, MAE, S-measure.
 
 Torch runs with one intra-op thread; timings are on a shared 2-core CPU (load recorded).
 
