@@ -157,6 +157,80 @@ def finish_data_term(out, default):
             flat[i] = default
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _blur_source_rows(desc, y, g32, ring, ring_row):
+    """Make the ring hold the horizontal pass of the ``len(g)`` source rows blurred row ``y``
+    needs (replicated at the borders; slot = row % len(g)), computing only the missing ones."""
+    h, w, c = desc.shape
+    nk = g32.shape[0]
+    r = nk // 2
+    for t in range(nk):
+        yy = min(max(y + t - r, 0), h - 1)
+        slot = yy % nk
+        if ring_row[slot] == yy:
+            continue
+        ring_row[slot] = yy
+        for x in range(w):
+            for k in range(c):
+                ring[slot, x, k] = g32[r] * np.float32(desc[yy, x, k])
+            for u in range(r):  # taps u and nk - 1 - u together: one product when they are equal
+                xa = min(max(x + u - r, 0), w - 1)
+                xb = min(max(x + r - u, 0), w - 1)
+                ga = g32[u]
+                gb = g32[nk - 1 - u]
+                if ga == gb:
+                    for k in range(c):
+                        ring[slot, x, k] += ga * (np.float32(desc[yy, xa, k])
+                                                  + np.float32(desc[yy, xb, k]))
+                else:
+                    for k in range(c):
+                        ring[slot, x, k] += (ga * np.float32(desc[yy, xa, k])
+                                             + gb * np.float32(desc[yy, xb, k]))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _blur_row_u8(desc, y, g, g32, ring, acc, out, o):
+    """Blurred row ``y`` (the vertical pass over the ring) into ``out[o]``, rounded half up and
+    saturated; outputs near a rounding boundary recomputed in float64 (see gauss_blur_u8)."""
+    h, w, c = desc.shape
+    nk = g32.shape[0]
+    r = nk // 2
+    mid = min(max(y, 0), h - 1) % nk
+    for x in range(w):
+        for k in range(c):
+            acc[k] = g32[r] * ring[mid, x, k]
+        for t in range(r):  # as in the horizontal pass
+            sa = min(max(y + t - r, 0), h - 1) % nk
+            sb = min(max(y + r - t, 0), h - 1) % nk
+            ga = g32[t]
+            gb = g32[nk - 1 - t]
+            if ga == gb:
+                for k in range(c):
+                    acc[k] += ga * (ring[sa, x, k] + ring[sb, x, k])
+            else:
+                for k in range(c):
+                    acc[k] += ga * ring[sa, x, k] + gb * ring[sb, x, k]
+        near = 0
+        for k in range(c):
+            v = acc[k]
+            near += abs(v - np.floor(v) - np.float32(0.5)) < np.float32(1e-3)
+            out[o, x, k] = np.uint8(min(max(np.floor(v + np.float32(0.5)), np.float32(0.0)),
+                                        np.float32(255.0)))
+        if near == 0:
+            continue
+        for k in range(c):  # near a rounding boundary: the float64 sum
+            v = acc[k]
+            if abs(v - np.floor(v) - np.float32(0.5)) < np.float32(1e-3):
+                e = 0.0
+                for t in range(nk):
+                    yy = min(max(y + t - r, 0), h - 1)
+                    row = 0.0
+                    for u in range(nk):
+                        row += g[u] * np.float64(desc[yy, min(max(x + u - r, 0), w - 1), k])
+                    e += g[t] * row
+                out[o, x, k] = np.uint8(min(max(np.floor(e + 0.5), 0.0), 255.0))
+
+
 @njit(cache=True, nogil=True)
 def gauss_blur_u8(desc, g):
     """MATLAB ``imfilter(desc, g' * g, 'same', 'replicate')`` of a uint8 image: correlation with
@@ -169,84 +243,85 @@ def gauss_blur_u8(desc, g):
     """
     h, w, c = desc.shape
     nk = g.shape[0]
-    r = nk // 2
     g32 = g.astype(np.float32)
     ring = np.empty((nk, w, c), np.float32)
     ring_row = np.full(nk, -1, np.int64)
     out = np.empty((h, w, c), np.uint8)
     acc = np.empty(c, np.float32)
     for y in range(h):
-        for t in range(nk):
-            yy = min(max(y + t - r, 0), h - 1)
-            slot = yy % nk
-            if ring_row[slot] != yy:
-                ring_row[slot] = yy
-                for x in range(w):
-                    for k in range(c):
-                        acc[k] = 0.0
-                    for u in range(nk):
-                        xx = min(max(x + u - r, 0), w - 1)
-                        gu = g32[u]
-                        for k in range(c):
-                            acc[k] += gu * np.float32(desc[yy, xx, k])
-                    for k in range(c):
-                        ring[slot, x, k] = acc[k]
-        for x in range(w):
-            for k in range(c):
-                acc[k] = 0.0
-            for t in range(nk):
-                slot = min(max(y + t - r, 0), h - 1) % nk
-                gt = g32[t]
-                for k in range(c):
-                    acc[k] += gt * ring[slot, x, k]
-            near = 0
-            for k in range(c):
-                v = acc[k]
-                near += abs(v - np.floor(v) - np.float32(0.5)) < np.float32(1e-3)
-                out[y, x, k] = np.uint8(min(max(np.floor(v + np.float32(0.5)), np.float32(0.0)),
-                                            np.float32(255.0)))
-            if near == 0:
-                continue
-            for k in range(c):  # near a rounding boundary: the float64 sum
-                v = acc[k]
-                if abs(v - np.floor(v) - np.float32(0.5)) < np.float32(1e-3):
-                    e = 0.0
-                    for t in range(nk):
-                        yy = min(max(y + t - r, 0), h - 1)
-                        row = 0.0
-                        for u in range(nk):
-                            row += g[u] * np.float64(desc[yy, min(max(x + u - r, 0), w - 1), k])
-                        e += g[t] * row
-                    out[y, x, k] = np.uint8(min(max(np.floor(e + 0.5), 0.0), 255.0))
+        _blur_source_rows(desc, y, g32, ring, ring_row)
+        _blur_row_u8(desc, y, g, g32, ring, acc, out, y)
     return out
 
 
 @njit(cache=True, nogil=True)
-def resize_rows_u8(desc, index, weight256):
-    """One pass of MATLAB's ``imresize`` along axis 0 of a uint8 image, rounded to uint8.
+def pyramid_level_u8(desc, g, row_index, row_w256, col_index, col_w256):
+    """:func:`gauss_blur_u8` with ``g``, then one pass of MATLAB's ``imresize`` along rows
+    with ``(row_index, row_w256)`` and one along columns with ``(col_index, col_w256)``, each
+    pass rounded to uint8, computed row by row from small rings (no full-size intermediate).
 
-    ``out[i] = round(sum_p weight256[i, p] * desc[index[i, p]] / 256)`` (half up, saturated):
-    the weights of a halving bicubic resize are multiples of 1/256, so integer arithmetic is
-    exact. Apply to the transposed image for axis 1.
+    A pass is ``out[i] = round(sum_p w256[i, p] * src[index[i, p]] / 256)`` (half up,
+    saturated): the weights of a halving bicubic resize are multiples of 1/256, so integer
+    arithmetic is exact.
+
+    Each output row's blurred source rows (a ring keyed by row % its size, which spans every
+    output row's taps) are blurred once and halved along rows into one row, which is halved
+    along columns into the output.
     """
-    n_out, n_taps = index.shape
-    _, w, c = desc.shape
-    out = np.empty((n_out, w, c), np.uint8)
-    acc = np.empty(c, np.int32)
+    h, w, c = desc.shape
+    nk = g.shape[0]
+    n_out, n_taps = row_index.shape
+    n_cols, n_col_taps = col_index.shape
+    n_ring = 1  # the widest span of rows one output row reads
     for i in range(n_out):
-        for x in range(w):
+        lo = h
+        hi = -1
+        for p in range(n_taps):
+            if row_w256[i, p] != 0:
+                lo = min(lo, row_index[i, p])
+                hi = max(hi, row_index[i, p])
+        n_ring = max(n_ring, hi - lo + 1)
+    g32 = g.astype(np.float32)
+    ring = np.empty((nk, w, c), np.float32)
+    ring_row = np.full(nk, -1, np.int64)
+    blurred = np.empty((n_ring, w, c), np.uint8)
+    blurred_row = np.full(n_ring, -1, np.int64)
+    half = np.empty((w, c), np.uint8)
+    out = np.empty((n_out, n_cols, c), np.uint8)
+    acc = np.empty(c, np.float32)
+    iacc = np.empty(c, np.int32)
+    for i in range(n_out):
+        for p in range(n_taps):
+            yy = row_index[i, p]
+            slot = yy % n_ring
+            if row_w256[i, p] != 0 and blurred_row[slot] != yy:
+                blurred_row[slot] = yy
+                _blur_source_rows(desc, yy, g32, ring, ring_row)
+                _blur_row_u8(desc, yy, g, g32, ring, acc, blurred, slot)
+        for x in range(w):  # rows: output row i at every column
             for k in range(c):
-                acc[k] = 0
+                iacc[k] = 0
             for p in range(n_taps):
-                wp = weight256[i, p]
+                wp = row_w256[i, p]
                 if wp == 0:
                     continue
-                src = index[i, p]
+                src = row_index[i, p] % n_ring
                 for k in range(c):
-                    acc[k] += wp * np.int32(desc[src, x, k])
+                    iacc[k] += wp * np.int32(blurred[src, x, k])
             for k in range(c):
-                v = (acc[k] + 128) >> 8
-                out[i, x, k] = np.uint8(min(max(v, 0), 255))
+                half[x, k] = np.uint8(min(max((iacc[k] + 128) >> 8, 0), 255))
+        for j in range(n_cols):  # then columns
+            for k in range(c):
+                iacc[k] = 0
+            for p in range(n_col_taps):
+                wp = col_w256[j, p]
+                if wp == 0:
+                    continue
+                src = col_index[j, p]
+                for k in range(c):
+                    iacc[k] += wp * np.int32(half[src, k])
+            for k in range(c):
+                out[i, j, k] = np.uint8(min(max((iacc[k] + 128) >> 8, 0), 255))
     return out
 
 

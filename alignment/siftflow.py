@@ -111,9 +111,11 @@ run in parallel threads). Layouts are label-major and contiguous per pixel; the 
 arrays directly (array views would cost reference counting per pixel); the sweep is compiled
 separately for 5 and 7 labels (the two finest levels with the defaults) so the per-label loops
 unroll; the belief labels are taken during the sweep (each pixel's incoming messages are final
-when it is visited). The pyramid blur runs in float32 and redoes in float64 the few values near
-a rounding boundary. ``benchmarks/bench_siftflow_ref.py`` times it against the previous version
-and quotes the C++ time.
+when it is visited). The pyramid blur runs in float32 (equal taps paired) and redoes in float64
+the few values near a rounding boundary; blur and both halving passes run as one kernel, row by
+row, with no full-size intermediate. Dense SIFT (:mod:`alignment.dense_sift`) takes a similar
+fast path for its normalisation. ``benchmarks/bench_siftflow_ref.py`` times it against the
+previous version in the same run and quotes the C++ time.
 
 References
 ----------
@@ -206,22 +208,22 @@ def _resize_contributions(n_in, n_out, scale):
     return np.ascontiguousarray(index[:, keep]), np.ascontiguousarray(weight[:, keep])
 
 
-def _halve_axis0(desc):
-    n_in = desc.shape[0]
+def _halving_weights(n_in):
+    """``imresize`` halving taps along an axis of ``n_in`` samples: (indices, weights x 256)."""
     index, weight = _resize_contributions(n_in, -(-n_in // 2), 0.5)
     weight256 = weight * 256
     if not np.array_equal(weight256, np.round(weight256)):  # dyadic at scale 0.5, always
         raise AssertionError("halving weights are not multiples of 1/256")
-    return _k.resize_rows_u8(desc, index, weight256.astype(np.int32))
+    return index, weight256.astype(np.int32)
 
 
 def _pyramid_level(desc):
     """The next coarser SIFT image as the reference builds it (uint8 at every step):
-    ``imresize(imfilter(desc, gaussian(5, 0.67), 'replicate'), 0.5, 'bicubic')``."""
-    blurred = _k.gauss_blur_u8(desc, _pyramid_kernel())
-    rows = _halve_axis0(blurred)
-    cols = _halve_axis0(np.ascontiguousarray(rows.transpose(1, 0, 2)))
-    return np.ascontiguousarray(cols.transpose(1, 0, 2))
+    ``imresize(imfilter(desc, gaussian(5, 0.67), 'replicate'), 0.5, 'bicubic')``, the resize
+    along rows, then along columns, each pass rounded to uint8 (one fused kernel)."""
+    row_index, row_w256 = _halving_weights(desc.shape[0])
+    col_index, col_w256 = _halving_weights(desc.shape[1])
+    return _k.pyramid_level_u8(desc, _pyramid_kernel(), row_index, row_w256, col_index, col_w256)
 
 
 def _upsample_flow(v, shape):

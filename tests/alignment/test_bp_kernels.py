@@ -293,23 +293,6 @@ def test_gauss_blur_rounds_exact_ties_half_up():
     np.testing.assert_array_equal(k.gauss_blur_u8(desc, np.array([1.0])), desc)  # a 1-tap identity
 
 
-def test_resize_rows_sums_the_weighted_taps_rounds_half_up_and_saturates():
-    desc = np.array([[[1, 5]], [[3, 200]], [[255, 0]]], np.uint8)  # (3, 1, 2)
-    index = np.array([[0, 1], [1, 2], [2, 0], [0, 0]], np.int64)
-    weight256 = np.array([[128, 0], [-256, 256], [300, 0], [64, 64]], np.int32)
-    # row 0: 0.5 * (1, 5) -> (0.5, 2.5) -> (1, 3); row 1: (255 - 3, 0 - 200) -> (252, 0);
-    # row 2: 300/256 * (255, 0) -> 255 (saturated), 0; row 3: 0.5 * (1, 5) again -> (1, 3)
-    got = k.resize_rows_u8(desc, index, weight256)
-    np.testing.assert_array_equal(got[:, 0], [[1, 3], [252, 0], [255, 0], [1, 3]])
-    rng = np.random.default_rng(2)
-    desc = rng.integers(0, 256, (5, 4, 3), dtype=np.uint8)
-    index = rng.integers(0, 5, (3, 6))
-    weight256 = rng.integers(-150, 300, (3, 6)).astype(np.int32)
-    acc = np.einsum("ip,ipxc->ixc", weight256.astype(np.int64), desc[index].astype(np.int64))
-    np.testing.assert_array_equal(k.resize_rows_u8(desc, index, weight256),
-                                  np.clip((acc + 128) // 256, 0, 255))
-
-
 def _ref_halve(x):
     """``imresize(x, 0.5, 'bicubic')`` along axis 0 of a uint8 image, in integers: the 8 taps
     ``2i - 3 .. 2i + 4`` (mirrored) weighted by ``_HALVE_256``, rounded half up, saturated."""

@@ -91,3 +91,45 @@ def test_quantisation_truncates_and_never_exceeds_255():
 def test_bad_input_raises(bad, kwargs):
     with pytest.raises(ValueError):
         dense_sift(bad, **kwargs)
+
+
+def _near_whole_bands(n=64, seed=0):
+    """n 8-bin cell bands ``c`` whose first bin quantises to within ~1e-13 of a whole number in a
+    descriptor of 16 copies of ``c`` (what a 1 x 1 image gives: its 16 cells clamp to itself)."""
+    rng = np.random.default_rng(seed)
+    bands = rng.uniform(0.1, 1.0, (n, 8))
+    for c in bands:
+        rest = 16 * np.sum(c[1:] ** 2)
+        target = rng.integers(20, 200) / 255.0  # c0 / (sqrt(16 c0^2 + rest) + 0.01) = target
+        lo, hi = 0.0, 100.0
+        for _ in range(200):  # bisection: the ratio rises with c0
+            mid = (lo + hi) / 2
+            if mid / (np.sqrt(16 * mid * mid + rest) + 0.01) < target:
+                lo = mid
+            else:
+                hi = mid
+        c[0] = lo
+    return bands
+
+
+def test_quantisation_near_a_whole_number_is_the_left_to_right_reference():
+    import importlib
+
+    ds = importlib.import_module("alignment.dense_sift")
+    bands = np.concatenate([_near_whole_bands(seed=seed) for seed in range(4)])
+    got = np.empty((len(bands), 128), np.uint8)
+    ref = np.empty_like(got)
+    for i, c in enumerate(bands):
+        out = np.empty((1, 1, 128), np.uint8)
+        ds._assemble(c.reshape(1, 1, 8), 3, out)
+        got[i] = out[0, 0]
+        v = np.tile(c, 16)
+        n2 = 0.0
+        for value in v:  # the reference's left-to-right sum of squares
+            n2 += value * value
+        ref[i] = np.minimum(v / (np.sqrt(n2) + 0.01) * 255.0, 255.0).astype(np.uint8)
+    np.testing.assert_array_equal(got, ref)
+    # the check can fail: a vectorised norm times 255 / denom truncates some of these otherwise
+    v = np.tile(bands, (1, 16))
+    fast = (v * (255.0 / (np.sqrt(np.sum(v * v, axis=1, keepdims=True)) + 0.01))).astype(np.uint8)
+    assert (fast != ref).any()
