@@ -234,6 +234,9 @@ class RelearnParams:
         False: every aligned pair passes (the paper's "without filter" ablation).
     m : int
         At most this many retrieved images are read (0: the model's M; 1: the "M = 1" ablation).
+    max_trusted : float
+        Re-learn only superpixels of which the pseudo GT trusts at most this fraction of the
+        pixels (1: every superpixel with a pair passing the filter).
     """
 
     prior: str = "u2netp"
@@ -241,6 +244,7 @@ class RelearnParams:
     sigma_s2: float = param(SIGMA_S2, ge=0)
     use_filter: bool = True
     m: int = param(0, ge=0)
+    max_trusted: float = param(1.0, ge=0, le=1)
 
 
 def _relearn_model(model):
@@ -262,7 +266,7 @@ def run_relearn(inputs, neighbours, params: RelearnParams, ctx):
                              a["superpixel_match"], a["superpixel_distance"]))
     r = relearn_image(model, inputs["superpixel_features"]["features"], inputs["slic"]["labels"],
                       inputs[params.prior]["map"], pseudo["pixels"], nbs, sigma_s2=params.sigma_s2,
-                      use_filter=params.use_filter, device=ctx.device)
+                      use_filter=params.use_filter, max_trusted=params.max_trusted, device=ctx.device)
     return {"map": r.map, "relearned": r.relearned}
 
 

@@ -102,6 +102,23 @@ def test_without_the_filter_every_aligned_superpixel_is_relearned(trained):
     np.testing.assert_array_equal(res.map, prior)
 
 
+def test_max_trusted_relearns_only_what_the_pseudo_gt_leaves_uncertain(trained):
+    wrong = [5, 0, 10, 15]                      # 5 and 0 uncertain in the pseudo GT, 10 and 15 trusted
+    f, prior, pgt, _, nbs = _target(7, wrong)
+    every = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False)
+    assert every.relearned.all()
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, max_trusted=0.5)
+    np.testing.assert_array_equal(np.flatnonzero(res.relearned), [0, 5])
+    keep = ~res.relearned[LABELS]
+    np.testing.assert_array_equal(res.map[keep], prior[keep])
+    assert (res.map[~keep] != prior[~keep]).any()
+    # 1 is the rule without the option; out of [0, 1] is refused
+    np.testing.assert_array_equal(relearn_image(trained.model, f, LABELS, prior, pgt, nbs, max_trusted=1.0).map,
+                                  relearn_image(trained.model, f, LABELS, prior, pgt, nbs).map)
+    with pytest.raises(ValueError, match="max_trusted"):
+        relearn_image(trained.model, f, LABELS, prior, pgt, nbs, max_trusted=1.5)
+
+
 def test_without_neighbours_the_prior_is_returned(trained):
     f, prior, pgt, _, _ = _target(9, [5])
     res = relearn_image(trained.model, f, LABELS, prior, pgt, [])
