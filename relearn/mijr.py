@@ -9,7 +9,8 @@ Per target image, with superpixels ``S_i`` and up to ``M = 5`` retrieved, aligne
    ranked by it, ``delta = p > 0.5`` (:func:`relearn.rank_by_trust`);
 3. the joint head's saliency ``h(...)`` (Eq. 6, :func:`relearn.predict_joint`) for every
    superpixel with at least one pair passing the filter;
-4. superpixel scores: the re-learned saliency there, the prior's superpixel mean elsewhere;
+4. superpixel scores: the re-learned saliency there (by default only where it changes the
+   superpixel's class), the prior's superpixel mean elsewhere;
    spatial weighting (:func:`relearn.spatial_weighting`) to a pixel map;
 5. the promoted map: that map on the re-learned superpixels, the prior's own pixels elsewhere.
 
@@ -31,6 +32,12 @@ Decisions the paper leaves open
   0.933 -> 0.906 at 1, 0.927 at 0.25) but removes the gains on contrast (0.589 -> 0.617 at 1,
   0.590 at 0.25) and gradsal (0.640 -> 0.654, 0.640): the gains come from superpixels the
   pseudo GT trusts wrongly. The default 1 has the largest mean change.
+* **Corrections only** (``corrections_only``, default on): of the superpixels selected above, the
+  re-learned score replaces the prior only where the two disagree on the class (``> 0.5``);
+  where they agree, re-learning confirms the prior and the prior's own pixels, with their
+  detail, are kept. Same images and model: mean max-F change +0.0093 against +0.0053 for
+  replacing every selected superpixel (u2netp 0.922 vs 0.906, contrast 0.614 vs 0.617, gradsal
+  0.653 vs 0.654; ``benchmarks/tune_relearn_trusted.py``).
 * **Joint training rows** are the targets with a pair that *the filter* passes (not the Table I
   positives): the joint model then learns on the same kind of rows it is applied to.
 * **Memory.** Pair inputs are built only for the drawn pairs and rows, stored as float16 (about
@@ -155,6 +162,7 @@ def relearn_image(
     sigma_s2: float = SIGMA_S2,
     use_filter: bool = True,
     max_trusted: float = 1.0,
+    corrections_only: bool = True,
     device: str = "cpu",
 ) -> RelearnResult:
     """Promote one image's prior by MIJR re-learning (module notes, steps 1-5).
@@ -192,6 +200,10 @@ def relearn_image(
         Re-learn only the superpixels of which the pseudo GT trusts (as salient or as background)
         at most this fraction of the pixels; the others keep the prior. 1: every superpixel with
         a pair passing the filter (module notes).
+    corrections_only : bool, optional
+        Put the re-learned score only on the superpixels where its class (``> 0.5``) differs from
+        that of the prior's superpixel mean; where they agree the prior's pixels are kept
+        (module notes). False: on every superpixel selected as above.
     device : str, optional
         Torch device of the two networks.
 
@@ -221,6 +233,8 @@ def relearn_image(
         rows = rows[pseudo[rows].sum(1) <= max_trusted]
     if rows.size:
         s, has = predict_joint(model.joint, x[rows], delta[rows], g[rows], device=device)
+        if corrections_only:  # where the re-learned class agrees, the prior's pixels are kept
+            has &= (s > 0.5) != (prior_sp[rows] > 0.5)
         scores[rows[has]] = s[has]
         relearned[rows[has]] = True
     weighted = spatial_weighting(scores, labels, sigma_s2=sigma_s2)

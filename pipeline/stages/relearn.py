@@ -237,6 +237,8 @@ class RelearnParams:
     max_trusted : float
         Re-learn only superpixels of which the pseudo GT trusts at most this fraction of the
         pixels (1: every superpixel with a pair passing the filter).
+    corrections_only : bool
+        The re-learned score only where it changes a superpixel's class; elsewhere the prior.
     """
 
     prior: str = "u2netp"
@@ -245,6 +247,7 @@ class RelearnParams:
     use_filter: bool = True
     m: int = param(0, ge=0)
     max_trusted: float = param(1.0, ge=0, le=1)
+    corrections_only: bool = True
 
 
 def _relearn_model(model):
@@ -266,7 +269,8 @@ def run_relearn(inputs, neighbours, params: RelearnParams, ctx):
                              a["superpixel_match"], a["superpixel_distance"]))
     r = relearn_image(model, inputs["superpixel_features"]["features"], inputs["slic"]["labels"],
                       inputs[params.prior]["map"], pseudo["pixels"], nbs, sigma_s2=params.sigma_s2,
-                      use_filter=params.use_filter, max_trusted=params.max_trusted, device=ctx.device)
+                      use_filter=params.use_filter, max_trusted=params.max_trusted,
+                      corrections_only=params.corrections_only, device=ctx.device)
     return {"map": r.map, "relearned": r.relearned}
 
 

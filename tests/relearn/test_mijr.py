@@ -90,9 +90,9 @@ def test_training_records_its_counts_and_the_model_round_trips(trained):
 
 def test_without_the_filter_every_aligned_superpixel_is_relearned(trained):
     f, prior, pgt, _, nbs = _target(7, [5, 0])
-    with_filter = relearn_image(trained.model, f, LABELS, prior, pgt, nbs)
+    with_filter = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, corrections_only=False)
     assert not with_filter.relearned.all()      # the filter keeps the easy superpixels as they are
-    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False)
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=False)
     assert res.relearned.all()                  # all 16 have an aligned instance in each neighbour
     np.testing.assert_array_equal(res.trust, with_filter.trust)   # the ranking is the filter's still
     # an image whose neighbours align none of its superpixels keeps its prior, filter or not
@@ -105,9 +105,10 @@ def test_without_the_filter_every_aligned_superpixel_is_relearned(trained):
 def test_max_trusted_relearns_only_what_the_pseudo_gt_leaves_uncertain(trained):
     wrong = [5, 0, 10, 15]                      # 5 and 0 uncertain in the pseudo GT, 10 and 15 trusted
     f, prior, pgt, _, nbs = _target(7, wrong)
-    every = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False)
+    every = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=False)
     assert every.relearned.all()
-    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, max_trusted=0.5)
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, max_trusted=0.5,
+                        corrections_only=False)
     np.testing.assert_array_equal(np.flatnonzero(res.relearned), [0, 5])
     keep = ~res.relearned[LABELS]
     np.testing.assert_array_equal(res.map[keep], prior[keep])
@@ -117,6 +118,20 @@ def test_max_trusted_relearns_only_what_the_pseudo_gt_leaves_uncertain(trained):
                                   relearn_image(trained.model, f, LABELS, prior, pgt, nbs).map)
     with pytest.raises(ValueError, match="max_trusted"):
         relearn_image(trained.model, f, LABELS, prior, pgt, nbs, max_trusted=1.5)
+
+
+def test_corrections_only_replaces_the_superpixels_whose_class_relearning_changes(trained):
+    wrong = [5, 0, 10, 15]
+    f, prior, pgt, gt, nbs = _target(7, wrong)
+    every = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=False)
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False)   # the default
+    prior_class = prior[::4, ::4].ravel() > 0.5
+    changed = (every.scores > 0.5) != prior_class
+    np.testing.assert_array_equal(res.relearned, changed)
+    assert changed[wrong].all() and not changed.all()   # the prior's errors, and only some others
+    keep = ~res.relearned[LABELS]
+    np.testing.assert_array_equal(res.map[keep], prior[keep])  # agreeing superpixels keep their pixels
+    np.testing.assert_array_equal(res.map[::4, ::4].ravel()[wrong] > 0.5, SALIENT[wrong])
 
 
 def test_without_neighbours_the_prior_is_returned(trained):
