@@ -163,14 +163,17 @@ def _run_relearned(out, args):
 def test_the_ablations_run_through_the_cli(trained):
     folder, images, gt, priors, model = trained
     out = folder / "ablations"
+    # which superpixels are candidates: every filter-passed one replaced (corrections_only off)
     base = ["run", "--stages", "relearn", "--pool", str(images), "--priors", str(priors), "--out", str(out),
-            *_sets(FAST + [f"relearn.model={model}"])]
+            *_sets(FAST + [f"relearn.model={model}", "relearn.corrections_only=false"])]
     filtered, _ = _run_relearned(out, base)
     no_filter, summary = _run_relearned(out, base + ["--set", "relearn.use_filter=false"])
     assert summary["computed"] == 6  # a new parameter value: new cache items
     assert no_filter > filtered > 0  # without the filter every aligned superpixel is re-learned
     one, summary = _run_relearned(out, base + ["--set", "relearn.m=1"])
     assert summary["computed"] == 6 and one <= filtered  # its pairs are a subset of the M = 5 ones
+    corrections, summary = _run_relearned(out, base + ["--set", "relearn.corrections_only=true"])
+    assert summary["computed"] == 6 and corrections <= filtered  # of those, where the class changes
     res = cli(*base, "--set", "relearn.m=-1")
     assert res.returncode == 2 and "relearn.m" in res.stderr
 
