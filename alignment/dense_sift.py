@@ -143,7 +143,7 @@ def _pool(band, cell_size, axis):
 def _cell_bands(unit, mag, cell_size):
     """Steps 2 and 3: orientation energies pooled by the reference's cell filter, (H, W, 8),
     horizontally then vertically. (Three kernels called from Python: compiled as one function,
-    the same loops ran two to three times as slow.)"""
+    the same loops ran several times slower here.)"""
     return _pool(_pool(_orientation_bands(unit, mag), cell_size, 1), cell_size, 0)
 
 
