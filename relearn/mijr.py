@@ -194,8 +194,9 @@ def relearn_image(
         The spatial weighting's kernel width (:func:`relearn.spatial_weighting`).
     use_filter : bool, optional
         False: every existing pair passes (``delta = 1``; the paper's "without filter" ablation),
-        so every superpixel with an aligned instance is re-learned. Pairs are still ranked by
-        the filter's trust.
+        so every superpixel with an aligned instance is a candidate for re-learning (then
+        narrowed by ``max_trusted`` and ``corrections_only``). Pairs are still ranked by the
+        filter's trust.
     max_trusted : float, optional
         Re-learn only the superpixels of which the pseudo GT trusts (as salient or as background)
         at most this fraction of the pixels; the others keep the prior. 1: every superpixel with
