@@ -13,14 +13,15 @@
 Every image's backbone taps are those of the ``deep_features`` stage's defaults (EfficientNet-Lite0,
 224 x 224, float16); each prior is promoted by :func:`promote.lps_promote` (Alg. 2) with the
 Conv-based model (``--model``) for every ``T`` of ``--iterations`` and with the FC-based model
-(``--fc-model``) for ``T`` of ``--fc-iterations``. Scores from the package's evaluation
-(:func:`pipeline.evaluation.evaluate_methods`: max F, adaptive F, MAE, S-measure); seconds per image
-of the promotion alone (the taps are timed apart).
+(``--fc-model``) for ``T`` of ``--fc-iterations``, and each ``Y(T)`` combined with the prior by every
+rule of ``--merges`` (:func:`promote.merge_with_prior`; ``none`` is the paper's output). Scores from
+the package's evaluation (:func:`pipeline.evaluation.evaluate_methods`: max F, adaptive F, MAE,
+S-measure); seconds per image of the promotion alone (the taps are timed apart).
 
 Usage::
 
     .venv/bin/python benchmarks/bench_lps.py --model lps-duts --fc-model FC.npz \\
-        --ecssd-maps ../ecssd-test-run [--iterations 1 3] [--fc-iterations 1]
+        --ecssd-maps ../ecssd-test-run [--iterations 1 3] [--fc-iterations 1] [--merges confidence none]
 
 ``--model`` / ``--fc-model`` are shipped model names or model files (``python -m pipeline train lps``
 writes one). Writes ``benchmarks/results/lps.{json,md}`` (``--results NAME``: ``NAME.{json,md}``).
@@ -77,9 +78,13 @@ def _score(maps: dict, gts: dict) -> dict:
     return {m: {k: float(res.pooled[m][k]) for k, _ in METRICS} for m in res.methods}
 
 
-def _dataset(name, stems, priors_of, settings, backbone, params):
+def _label(kind, t, merge):
+    return f"LPS {kind} T={t}" + ("" if merge == "none" else f", {merge} merge")
+
+
+def _dataset(name, stems, priors_of, settings, backbone, params, merges):
     """Score every prior and its promotions on one dataset; returns {prior: {setting: scores}}."""
-    from promote import lps_promote
+    from promote import lps_promote, merge_with_prior
 
     gts = {s: read_mask(gt_path(name, s)) for s in stems}
     feats, feat_s = _taps(stems, name, backbone, params)
@@ -88,18 +93,19 @@ def _dataset(name, stems, priors_of, settings, backbone, params):
         priors = {s: read_map(folder / f"{s}.png", gts[s].shape) for s in stems}
         maps, seconds = {prior_name: priors}, {}
         for kind, network, Ts in settings:
-            labels = {T: f"LPS {kind} T={T}" for T in Ts}
+            labels = {(T, m): _label(kind, T, m) for T in Ts for m in merges}
             for label in labels.values():
                 maps[label], seconds[label] = {}, 0.0
             for s, f in zip(stems, feats):
                 t0 = time.perf_counter()
 
                 def keep(t, y, s=s, t0=t0):  # Y(1) .. Y(T) of one run: Y(t) is what T = t returns
-                    if t in labels:
-                        seconds[labels[t]] += time.perf_counter() - t0
-                        maps[labels[t]][s] = y
+                    for m in merges:
+                        if (t, m) in labels:
+                            maps[labels[t, m]][s] = merge_with_prior(priors[s], y, m)
+                            seconds[labels[t, m]] += time.perf_counter() - t0
 
-                lps_promote(f, priors[s], network, iterations=max(Ts), each=keep)
+                lps_promote(f, priors[s], network, iterations=max(Ts), merge="none", each=keep)
         scores = _score(maps, gts)
         entry = {"prior": scores[prior_name]}
         for label in maps:
@@ -148,6 +154,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N test images (a quick check)")
     ap.add_argument("--results", default="lps", help="name of the result files (default lps)")
+    ap.add_argument("--merges", nargs="+", choices=("confidence", "none", "mean"), default=["confidence", "none"],
+                    help="how Y(T) is combined with the prior (default: confidence, the stage's; none, the paper's)")
     args = ap.parse_args(argv)
 
     import torch
@@ -178,14 +186,15 @@ def main(argv=None) -> int:
     data["datasets"]["SOD"] = _dataset(
         "SOD", split_stems("SOD", "test")[:args.limit],
         {m: sod_priors / m for m in sorted(d.name for d in sod_priors.iterdir() if d.is_dir())},
-        settings, backbone, params)
+        settings, backbone, params, args.merges)
     if args.ecssd_maps is not None:
         data["datasets"]["ECSSD"] = _dataset(
             "ECSSD", split_stems("ECSSD", "test")[:args.limit], {p: args.ecssd_maps / p for p in ECSSD_PRIORS},
-            settings, backbone, params)
+            settings, backbone, params, args.merges)
     data["load_after"] = load_average()
 
-    first = f"LPS {settings[0][0]} T={settings[0][2][0]}"
+    default_merge = "confidence" if "confidence" in args.merges else args.merges[0]  # the stage's default first
+    first = _label(settings[0][0], settings[0][2][0], default_merge)
     models_line = "; ".join(f"{k}: `{v['model']}` (sha256 {v['sha256'][:12]}..., C = {v['hparams']['channels']}, "
                             f"D = {v['hparams']['dim']})" for k, v in described.items())
     cmd = (f".venv/bin/python benchmarks/bench_lps.py --model {args.model}"
@@ -193,6 +202,7 @@ def main(argv=None) -> int:
            + f" --iterations {' '.join(map(str, args.iterations))}"
            + (f" --fc-iterations {' '.join(map(str, args.fc_iterations))}" if args.fc_model else "")
            + (f" --ecssd-maps {args.ecssd_maps}" if args.ecssd_maps else "")
+           + f" --merges {' '.join(args.merges)}"
            + (f" --results {args.results}" if args.results != "lps" else ""))
     lines = ["# LPS: priors before and after promotion", "",
              f"Models: {models_line}. Scores: `pipeline.evaluation` (max F, adaptive F at twice the mean, MAE, "

@@ -1,15 +1,17 @@
-"""Choose LDPS training options on ECSSD train (pool mode, u2netp priors): the measurements behind
-the defaults in ``promote/ldps.py``.
+"""Choose LDPS training options on ECSSD train (pool mode): the measurements behind the defaults in
+``promote/ldps.py``.
 
-Each configuration trains :func:`promote.train_relation_network` self-supervised on the 500 ECSSD
-train images and their u2netp maps (no ground truth in training) and scores the promoted maps
-against the GT (max F, adaptive F, MAE, S-measure), with the training seconds.
+Each configuration trains :func:`promote.train_relation_network` self-supervised on the ECSSD train
+images and their prior maps (no ground truth in training) and scores the promoted maps against the GT
+(max F, adaptive F, MAE, S-measure), with the training seconds. One training per prior and
+configuration: the pool mode fits a network to one detector's maps.
 
 Usage::
 
-    .venv/bin/python benchmarks/tune_ldps.py [--n 500] [--threads 2]
+    .venv/bin/python benchmarks/tune_ldps.py [--n 500] [--threads 2] [--priors u2netp contrast]
+        [--configs NAME ...] [--name tune_ldps]
 
-Writes ``benchmarks/results/tune_ldps.{json,md}``.
+Writes ``benchmarks/results/NAME.{json,md}``.
 """
 
 from __future__ import annotations
@@ -34,18 +36,30 @@ CONFIGS = {
     "class_balance": {"class_balance": True},
     "adam 1e-3": {"optimizer": "adam", "learning_rate": 1e-3},
     "aspp_stride 1 (the paper's)": {"aspp_stride": 1},
+    # more optimisation steps: the paper trains 20k iterations at batch 1
+    "epochs 10": {"epochs": 10},
+    "epochs 30": {"epochs": 30},
+    "epochs 10, batch 2": {"epochs": 10, "batch_size": 2},
 }
+DEFAULT_CONFIGS = ("defaults", "class_balance", "adam 1e-3", "aspp_stride 1 (the paper's)")
+PRIORS = ("u2netp", "contrast")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500, help="first N stems of ECSSD train.txt")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--priors", nargs="+", choices=PRIORS, default=["u2netp"],
+                    help="the detectors whose maps are promoted")
+    ap.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=list(DEFAULT_CONFIGS),
+                    help="configurations to train (names of CONFIGS)")
+    ap.add_argument("--name", default="tune_ldps", help="results file name under benchmarks/results/")
     args = ap.parse_args(argv)
 
     import torch
 
     from backbones import extract_features, load_backbone
+    from detect.contrast import contrast_saliency
     from detect.u2netp import u2netp_map
     from pipeline.registry import params_as_dict
     from pipeline.stages.ldps import LdpsFitParams
@@ -64,21 +78,26 @@ def main(argv=None) -> int:
         f = extract_features(net, [im], taps=taps, batch_size=1, size=224)
         feats.append({t: f[t][0].astype(np.float16) for t in taps})  # as the deep_features stage stores them
     strides = {t: net.tap_strides[t] for t in taps}
-    priors = [u2netp_map(im) for im in images]
-    data = {"n": len(stems), "load_before": load_average(), "defaults": defaults,
-            "prior": sod_scores(priors, gts, s_measure=True), "configs": {}}
-    rows = [_row("u2netp prior", data["prior"], "")]
-    for name, change in CONFIGS.items():
-        t0 = time.perf_counter()
-        fit = train_relation_network(feats, priors, tap_strides=strides, taps=taps, **{**defaults, **change})
-        seconds = time.perf_counter() - t0
-        out = [ldps_promote(f, p, fit.network) for f, p in zip(feats, priors)]
-        e = {**sod_scores(out, gts, s_measure=True), "train_s": seconds, "change": change}
-        data["configs"][name] = e
-        rows.append(_row(f"ldps, {name}", e, f"{seconds:.0f}"))
-        print(name, e, flush=True)
+    detectors = {"u2netp": u2netp_map, "contrast": contrast_saliency}
+    data = {"n": len(stems), "load_before": load_average(), "defaults": defaults, "priors": {}}
+    rows = []
+    for prior_name in args.priors:
+        priors = [detectors[prior_name](im) for im in images]
+        result = {"prior": sod_scores(priors, gts, s_measure=True), "configs": {}}
+        data["priors"][prior_name] = result
+        rows.append(_row(f"{prior_name} prior", result["prior"], ""))
+        for name in args.configs:
+            change = CONFIGS[name]
+            t0 = time.perf_counter()
+            fit = train_relation_network(feats, priors, tap_strides=strides, taps=taps, **{**defaults, **change})
+            seconds = time.perf_counter() - t0
+            out = [ldps_promote(f, p, fit.network) for f, p in zip(feats, priors)]
+            e = {**sod_scores(out, gts, s_measure=True), "train_s": seconds, "change": change}
+            result["configs"][name] = e
+            rows.append(_row(f"{prior_name} + ldps, {name}", e, f"{seconds:.0f}"))
+            print(prior_name, name, e, flush=True)
     lines = [
-        f"# LDPS training options on ECSSD train ({len(stems)} images, u2netp priors, pool mode)",
+        f"# LDPS training options on ECSSD train ({len(stems)} images, {', '.join(args.priors)} priors, pool mode)",
         "",
         f"`ldps_fit` defaults except the named change: {defaults}. {args.threads} torch threads; load average "
         f"before {data['load_before']}, after {load_average()}.",
@@ -87,10 +106,11 @@ def main(argv=None) -> int:
         "|---|---|---|---|---|---|",
         *rows,
         "",
-        f"Command: `.venv/bin/python benchmarks/tune_ldps.py --n {args.n} --threads {args.threads}`",
+        f"Command: `.venv/bin/python benchmarks/tune_ldps.py --n {args.n} --threads {args.threads} "
+        f"--priors {' '.join(args.priors)} --configs {' '.join(repr(c) for c in args.configs)} --name {args.name}`",
         "",
     ]
-    write_results("tune_ldps", data, "\n".join(lines))
+    write_results(args.name, data, "\n".join(lines))
     return 0
 
 

@@ -16,6 +16,7 @@ from promote.lps import (
     LpsTraining,
     iterate_prior,
     lps_promote,
+    merge_with_prior,
     nearest_anchor_probability,
     region_anchor,
     train_anchor_network,
@@ -24,5 +25,5 @@ from promote.lps import (
 from promote.ldps import RelationNetwork, ldps_promote, ldps_single, train_relation_network
 
 __all__ = ["RelationNetwork", "ldps_promote", "ldps_single", "train_relation_network",
-           "dense_crf", "AnchorNetwork", "LpsTraining", "iterate_prior", "lps_promote",
+           "dense_crf", "AnchorNetwork", "LpsTraining", "iterate_prior", "lps_promote", "merge_with_prior",
            "nearest_anchor_probability", "region_anchor", "train_anchor_network"]

@@ -63,6 +63,10 @@ Decisions the paper leaves open, or that this machine forces
   (log 2 = 0.69; measured with PyTorch's default initialisation, before He initialisation was added,
   and not measured again). On ECSSD train (as above) SGD at 0.05 gives adaptive F 0.9123 / MAE 0.0408 and
   Adam at 1e-3 0.9119 / 0.0409: equal within noise, so the paper's optimiser, SGD, is the default.
+  More steps (the paper's 20k iterations are about 40 epochs of batch 1 over 500 images) do not
+  pay: 10 epochs give u2netp 0.9141 / 0.0402 (batch 2: 0.9143 / 0.0397) against 0.9123 / 0.0408
+  with 3, and lower the contrast prior's adaptive F (0.618 with 3 epochs, 0.561 with 10, 0.543 at
+  batch 2; ``benchmarks/results/tune_ldps_steps.md``) for 3.6-6.8x the training time.
   Single-image mode: SGD at
   lr 0.2 for 10 steps from a seeded initialisation (the paper's DenseCRF comparison).
 * **Images without guidance.** Training skips an image whose prior has no FG location or no ABG

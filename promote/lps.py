@@ -40,7 +40,8 @@ said), scored on the first 200 stems of ECSSD ``train.txt`` (never a test split)
   what limits LPS on strong priors: with the ground truth itself as the prior (perfect anchors),
   the first 3000-image model reaches max F 0.896 / MAE 0.044 on the validation images, below the
   ``u2netp`` prior alone (0.945 / 0.029). Since Eq. 5 replaces the prior after the first
-  iteration, a prior better than the embedding's own ceiling comes out worse; weak priors
+  iteration, a prior better than the embedding's own ceiling comes out of ``Y(T)`` worse (what the
+  default *merge* below corrects); weak priors
   (``contrast`` 0.728 / 0.171 -> 0.845 / 0.085) come out much better. The embedding grid is not the
   limit: the ground truth taken to 56 x 56 and back scores max F 0.988 / MAE 0.021 (first 100).
 * **Grid.** The trunk and both heads run on the stride-4 grid of the network input (56 x 56 at
@@ -75,17 +76,35 @@ said), scored on the first 200 stems of ECSSD ``train.txt`` (never a test split)
   code).
 * **Data.** 3000 DUTS-TR images instead of 1000 help most: validation u2netp 0.875 / 0.890 / 0.054
   (1000 images) -> 0.895 / 0.907 / 0.047 (3000 images, both with the grid loss).
-* **Results** (``benchmarks/results/lps.md``, models trained on DUTS-TR-1k; ``lps_shipped.md``: the
-  shipped 3000-image model on SOD). Classical priors improve on every score (SOD BSCA adaptive F /
-  MAE 0.539 / 0.271 -> 0.628 / 0.207; ECSSD test gradsal 0.661 / 0.209 -> 0.769 / 0.125), deep ones
-  get worse (SOD DSS 0.795 / 0.121 -> 0.725 / 0.149; ECSSD u2netp 0.916 / 0.038 -> 0.865 / 0.073),
-  for the reason under *Backbone*: the paper's gains on Amulet and DSS are not reproduced with a
-  frozen backbone. The shipped model comes closer (SOD Amulet 0.755 / 0.141 -> 0.727 / 0.143, DSS
-  0.795 / 0.121 -> 0.734 / 0.138; the first version, in the first benchmark: 0.713 / 0.149 and
-  0.728 / 0.143). ``T = 3`` lowers MAE further for the classical priors (BSCA 0.198, gradsal
-  0.106) and raises it for the deep ones, so ``T = 1`` (the paper's setting) is the default. The
-  FC-based region embedding gives a higher F on the deep priors, a lower S-measure on all nine
-  priors and a higher MAE on six; Conv-based (the paper's choice) is the default.
+* **Results of Y(T) alone** (``merge="none"``; ``benchmarks/results/lps.md``, models trained on
+  DUTS-TR-1k; ``lps_shipped.md``: the shipped 3000-image model). Classical priors improve on every
+  score (SOD BSCA adaptive F / MAE 0.539 / 0.271 -> 0.628 / 0.207; ECSSD test gradsal 0.661 / 0.209
+  -> 0.769 / 0.125), deep ones get worse (SOD DSS 0.795 / 0.121 -> 0.725 / 0.149; ECSSD u2netp
+  0.916 / 0.038 -> 0.865 / 0.073), for the reason under *Backbone*. The shipped model comes closer
+  (SOD Amulet 0.755 / 0.141 -> 0.727 / 0.143, DSS 0.795 / 0.121 -> 0.734 / 0.138). ``T = 3`` lowers
+  MAE further for the classical priors (BSCA 0.188, gradsal 0.097 with the shipped model) and
+  raises it for the deep ones, so ``T = 1`` (the paper's setting) is the default. The FC-based
+  region embedding gives a higher F on the deep priors, a lower S-measure on all nine priors and a
+  higher MAE on six; Conv-based (the paper's choice) is the default.
+* **Results with the default merge** (``lps_shipped.md``, the shipped model, T = 1, reported once on
+  the test images after the choice below was made on train): the MAE of all nine priors drops.
+  SOD Amulet 0.755 / 0.141 -> 0.777 / 0.130 (the paper: 0.755 / 0.141 -> 0.777 / 0.134), DSS
+  0.795 / 0.121 -> 0.778 / 0.121 (the paper's +0.019 adaptive F not reached), PiCANet 0.791 / 0.102
+  -> 0.785 / 0.101, BSCA 0.539 / 0.271 -> 0.630 / 0.206; ECSSD test u2netp 0.916 / 0.038 -> 0.924 /
+  0.035, gradsal 0.661 / 0.205 -> 0.751 / 0.132. Weak priors gain less than with ``Y(T)`` alone
+  (gradsal 0.785 / 0.115 with ``none``), where their confidently wrong pixels are kept.
+* **Merge with the prior** (``merge``, stage ``lps`` version 3; not in the paper). The paper outputs
+  ``Y(T)``, which caps every prior at the embedding's ceiling (*Backbone*). By default the output is
+  per pixel the more confident of the prior and ``Y(T)``, the confidence being the distance from 0.5
+  (LDPS's Eq. 10-11; ties to ``Y(T)``); ``none`` is the paper's output, ``mean`` averages the two.
+  Chosen on the first 200 stems of ECSSD ``train.txt`` with the shipped model, ``T = 1``
+  (``benchmarks/results/tune_lps_merge.md``), adaptive F / MAE: u2netp 0.919 / 0.029 (prior) ->
+  0.909 / 0.044 (none), 0.940 / 0.026 (confidence), 0.920 / 0.036 (mean); contrast 0.728 / 0.171
+  -> 0.849 / 0.082, 0.808 / 0.098, 0.839 / 0.126. ``none`` and ``confidence`` change the two
+  priors' adaptive F and MAE by about as much on average (+0.056 / -0.037 and +0.051 / -0.038);
+  ``confidence`` alone improves both scores of both priors (u2netp's max F and S-measure still drop,
+  by 0.003 and 0.007, against 0.045 and 0.044 with ``none``), so it is the default. ``T = 3`` with
+  it: u2netp 0.941 / 0.027, contrast 0.829 / 0.089 (max F of u2netp -0.005), so ``T`` stays 1.
 * **Regions.** "Select the approximate salient / background region according to Y(t)" is done
   softly, as the official code does: the anchor is the average of the region embedding weighted by
   ``Y`` (salient) or ``1 - Y`` (background), so no threshold is needed. In training the weights are
@@ -124,6 +143,7 @@ __all__ = [
     "LpsTraining",
     "iterate_prior",
     "lps_promote",
+    "merge_with_prior",
     "nearest_anchor_probability",
     "region_anchor",
     "train_anchor_network",
@@ -131,6 +151,7 @@ __all__ = [
 
 GRID_STRIDE = 4  # default stride of the embedding grid on the network input
 REGION_EMBEDDINGS = ("conv", "fc")
+MERGES = ("none", "confidence", "mean")
 _EPS = 1e-6
 
 
@@ -237,6 +258,36 @@ def iterate_prior(prior: np.ndarray, step, iterations: int = 1, each=None) -> np
         if each is not None:
             each(t + 1, y)
     return y
+
+
+def merge_with_prior(prior: np.ndarray, promoted: np.ndarray, rule: str = "none") -> np.ndarray:
+    """Combine the prior ``Y(0)`` with the promoted map ``Y(T)`` (not in the paper; see *Merge*).
+
+    Parameters
+    ----------
+    prior, promoted : (H, W) ndarray of float
+        Maps in [0, 1] of one shape.
+    rule : {"none", "confidence", "mean"}
+        ``none``: ``Y(T)`` (the paper). ``confidence``: per pixel the map whose value is further from
+        0.5, ties to ``Y(T)`` (LDPS's Eq. 10-11). ``mean``: ``(Y(0) + Y(T)) / 2``, Eq. 5 read with the
+        prior as the first of the averaged maps.
+
+    Returns
+    -------
+    (H, W) ndarray of float32
+    """
+    if rule not in MERGES:
+        raise ValueError(f"rule: expected one of {MERGES}, got {rule!r}")
+    prior = np.asarray(prior, np.float32)
+    promoted = np.asarray(promoted, np.float32)
+    if prior.shape != promoted.shape:
+        raise ValueError(f"prior, promoted: expected equal shapes, got {prior.shape} and {promoted.shape}")
+    if rule == "none":
+        return promoted
+    if rule == "mean":
+        return (0.5 * (prior + promoted)).astype(np.float32)
+    prior_conf = np.abs(prior - 0.5)  # Eq. 10 up to the constant 0.5: the same order
+    return np.where(prior_conf > np.abs(promoted - 0.5), prior, promoted).astype(np.float32)  # Eq. 11
 
 
 # --------------------------------------------------------------------------- the anchor network
@@ -366,7 +417,8 @@ def _grid_shape(hp: Mapping) -> tuple[int, int]:
 
 
 def lps_promote(features: Mapping[str, np.ndarray], prior: np.ndarray, network: AnchorNetwork, *,
-                iterations: int = 1, resolution: str = "image", each=None) -> np.ndarray:
+                iterations: int = 1, resolution: str = "image", merge: str = "confidence",
+                each=None) -> np.ndarray:
     """Promote a prior saliency map with a trained anchor network (Alg. 2).
 
     Parameters
@@ -384,20 +436,25 @@ def lps_promote(features: Mapping[str, np.ndarray], prior: np.ndarray, network: 
         and Eq. 5 run on every pixel of the image, as in the paper; ``grid``: they run on the
         embedding grid and the probabilities are resized (the first version; kept for comparison).
         The anchors are region averages on the grid either way.
+    merge : {"confidence", "none", "mean"}
+        How ``Y(T)`` is combined with the prior (:func:`merge_with_prior`; not in the paper, see
+        *Merge* in the module docstring). ``none`` returns the paper's ``Y(T)``.
     each : callable, optional
-        Called with ``(t, Y(t))`` (at the prior's size) for ``t = 1 .. T``: every ``T`` up to
-        ``iterations`` in one run.
+        Called with ``(t, out(t))`` (at the prior's size) for ``t = 1 .. T``, ``out(t)`` what
+        ``iterations = t`` returns: every ``T`` up to ``iterations`` in one run.
 
     Returns
     -------
     (H, W) ndarray of float32
-        ``Y(T)`` in [0, 1], at the prior's size.
+        ``Y(T)`` in [0, 1] merged with the prior by ``merge``, at the prior's size.
     """
     torch = _torch()
     prior = check_map(prior, "prior")
     iterations = check_int(iterations, "iterations", minimum=1)
     if resolution not in ("image", "grid"):
         raise ValueError(f"resolution: expected 'image' or 'grid', got {resolution!r}")
+    if merge not in MERGES:
+        raise ValueError(f"merge: expected one of {MERGES}, got {merge!r}")
     hp = network.hparams
     _check_features(features, hp)
     grid = _grid_shape(hp)
@@ -428,7 +485,7 @@ def lps_promote(features: Mapping[str, np.ndarray], prior: np.ndarray, network: 
     def finish(y):
         if y.shape != prior.shape:
             y = _resize(y, prior.shape, area=False)
-        return np.clip(y, 0.0, 1.0).astype(np.float32)
+        return merge_with_prior(prior, np.clip(y, 0.0, 1.0).astype(np.float32), merge)
 
     seen = None if each is None else (lambda t, y: each(t, finish(y)))
     y0 = prior if resolution == "image" else _resize(prior, grid, area=True)

@@ -148,11 +148,16 @@ class LpsParams:
         ``train`` (fit by ``lps_fit`` on this pool's ``--gt``), a model file, or a shipped model name.
     iterations : int
         T of Alg. 2 (paper: 1).
+    merge : str
+        ``confidence``: per pixel the more confident of the prior and Y(T) (LDPS's Eq. 11; chosen on
+        ECSSD train, ``benchmarks/results/tune_lps_merge.md``); ``none``: Y(T) alone (the paper);
+        ``mean``: their average.
     """
 
     prior: str = "u2netp"
     model: str = "lps-duts"
     iterations: int = param(1, ge=1)
+    merge: str = param("confidence", choices=("confidence", "none", "mean"))
 
 
 def _anchor_network(model):
@@ -166,7 +171,8 @@ def run_lps(inputs, params: LpsParams, ctx):
 
     network = ctx.model.build(_anchor_network, ctx.device)
     feats = inputs["deep_features"]
-    return {"map": lps_promote(feats, inputs[params.prior]["map"], network, iterations=params.iterations)}
+    return {"map": lps_promote(feats, inputs[params.prior]["map"], network, iterations=params.iterations,
+                               merge=params.merge)}
 
 
 register(Stage(
@@ -175,7 +181,7 @@ register(Stage(
     doc="train the LPS anchor network on the pool's deep features and --gt masks (Alg. 1)",
 ))
 register(Stage(
-    name="lps", version="2", inputs=("deep_features",), params=LpsParams, granularity="image", func=run_lps,
+    name="lps", version="3", inputs=("deep_features",), params=LpsParams, granularity="image", func=run_lps,
     method=lps_promote, produces_map=True, prior_params=("prior",), learned=ModelSlot(trainer="lps_fit"),
     doc="LPS promoter: nearest-anchor classification in a learned metric space (Zeng et al. 2018)",
 ))

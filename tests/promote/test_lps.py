@@ -8,6 +8,7 @@ from promote.lps import (
     AnchorNetwork,
     iterate_prior,
     lps_promote,
+    merge_with_prior,
     nearest_anchor_probability,
     region_anchor,
     train_anchor_network,
@@ -277,3 +278,27 @@ def test_region_anchor_sums_half_precision_weights_in_float64():
     # sum to inf in float16 (max 65504), which would give an anchor of 0.
     emb = np.broadcast_to(np.array([2.0, -3.0])[:, None, None], (2, 300, 300))
     np.testing.assert_allclose(region_anchor(emb, np.ones((300, 300), np.float16)), [2.0, -3.0])
+
+
+def test_merge_none_is_the_papers_output_and_mean_averages():
+    prior = np.array([[0.0, 0.2], [0.9, 1.0]], np.float32)
+    promoted = np.array([[1.0, 0.6], [0.1, 0.5]], np.float32)
+    np.testing.assert_array_equal(merge_with_prior(prior, promoted, "none"), promoted)
+    np.testing.assert_allclose(merge_with_prior(prior, promoted, "mean"), [[0.5, 0.4], [0.5, 0.75]])
+
+
+def test_merge_confidence_keeps_the_map_further_from_one_half_ties_to_the_promoted():
+    # dyadic values, exact in float32, so the ties are exact
+    prior = np.array([[0.875, 0.625, 0.25, 0.75]], np.float32)
+    promoted = np.array([[0.25, 0.0625, 0.75, 0.25]], np.float32)
+    # confidences: prior 0.375, 0.125, 0.25, 0.25 against promoted 0.25, 0.4375, 0.25, 0.25
+    out = merge_with_prior(prior, promoted, "confidence")
+    np.testing.assert_array_equal(out, np.array([[0.875, 0.0625, 0.75, 0.25]], np.float32))
+    assert out.dtype == np.float32
+
+
+def test_merge_rejects_an_unknown_rule_and_mismatched_shapes():
+    with pytest.raises(ValueError, match="rule: expected one of"):
+        merge_with_prior(np.zeros((2, 2)), np.zeros((2, 2)), "max")
+    with pytest.raises(ValueError, match="expected equal shapes"):
+        merge_with_prior(np.zeros((2, 2)), np.zeros((2, 3)), "mean")

@@ -1,0 +1,124 @@
+"""Choose how LPS's output is combined with the prior, on ECSSD train: the measurement behind the
+``merge`` default in ``promote/lps.py``.
+
+The paper outputs ``Y(T)`` alone. With a frozen backbone the embedding's ceiling is below a strong
+prior's, so strong priors come out worse; this compares :func:`promote.merge_with_prior`'s rules
+(``none``: the paper; ``confidence``: LDPS's Eq. 11; ``mean``: Eq. 5 with the prior kept as the
+first averaged map) with the given model, ``T = 1`` and ``T = 3``, on the first N stems of ECSSD
+``train.txt`` (never a test split) with the ``u2netp`` and ``contrast`` priors.
+
+Usage::
+
+    .venv/bin/python benchmarks/tune_lps_merge.py [--model lps-duts] [--n 200] [--threads 2]
+
+Writes ``benchmarks/results/tune_lps_merge.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import (  # noqa: E402
+    gt_path,
+    image_path,
+    load_average,
+    read_mask,
+    read_rgb,
+    sod_scores,
+    split_stems,
+    write_results,
+)
+
+DURATION = "~6 min on 2 cores (200 images: taps, two priors, LPS at T = 1 and 3)"
+PRIORS = ("u2netp", "contrast")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="lps-duts", help="shipped model name or model file (default lps-duts)")
+    ap.add_argument("--n", type=int, default=200, help="first N stems of ECSSD train.txt")
+    ap.add_argument("--iterations", type=int, nargs="+", default=[1, 3], help="values of T")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from backbones import extract_features, load_backbone
+    from detect.contrast import contrast_saliency
+    from detect.u2netp import u2netp_map
+    from pipeline import models
+    from pipeline.stages.features import DeepFeaturesParams
+    from promote import AnchorNetwork, lps_promote, merge_with_prior
+    from promote.lps import MERGES
+
+    torch.set_num_threads(args.threads)
+    ref = models.resolve("lps", args.model)
+    model = ref.load()
+    network = AnchorNetwork.from_state(model.arrays, model.hparams)
+    params = DeepFeaturesParams()
+    backbone = load_backbone(params.backbone, device="cpu")
+    stems = split_stems("ECSSD", "train")[:args.n]
+    images = [read_rgb(image_path("ECSSD", s)) for s in stems]
+    gts = [read_mask(gt_path("ECSSD", s)) for s in stems]
+    feats = []
+    for im in images:
+        f = extract_features(backbone, [im], taps=params.taps, batch_size=1, size=params.size)
+        feats.append({t: f[t][0].astype(np.float16) for t in params.taps})  # as the stage stores them
+    detectors = {"u2netp": u2netp_map, "contrast": contrast_saliency}
+    top = max(args.iterations)
+    data = {"model": str(args.model), "sha256": ref.digest, "n": len(stems), "load_before": load_average(),
+            "priors": {}}
+    rows = []
+    for prior_name in PRIORS:
+        priors = [detectors[prior_name](im) for im in images]
+        by_t = {t: [] for t in args.iterations}
+        t0 = time.perf_counter()
+        for f, p in zip(feats, priors):
+            def keep(t, y):
+                if t in by_t:
+                    by_t[t].append(y)
+            lps_promote(f, p, network, iterations=top, each=keep)
+        seconds = (time.perf_counter() - t0) / len(stems)
+        result = {"prior": sod_scores(priors, gts, s_measure=True), "lps_s_per_image": seconds, "merged": {}}
+        rows.append(_row(f"{prior_name}", "-", "-", result["prior"]))
+        for t in args.iterations:
+            for rule in MERGES:
+                out = [merge_with_prior(p, y, rule) for p, y in zip(priors, by_t[t])]
+                e = sod_scores(out, gts, s_measure=True)
+                result["merged"][f"T={t} {rule}"] = e
+                rows.append(_row(prior_name, t, rule, e))
+                print(prior_name, t, rule, e, flush=True)
+        data["priors"][prior_name] = result
+    lines = [
+        f"# LPS output merged with the prior, on ECSSD train ({len(stems)} images)",
+        "",
+        f"Model `{args.model}` (sha256 {ref.digest[:12]}...). `merge`: `none` is the paper's Y(T); `confidence` "
+        "takes per pixel the map further from 0.5 (LDPS Eq. 11); `mean` averages the prior and Y(T). "
+        f"{args.threads} torch threads; load average before {data['load_before']}, after {load_average()}.",
+        "",
+        "| prior | T | merge | max F | adaptive F | MAE | S-measure |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Command: `.venv/bin/python benchmarks/tune_lps_merge.py --model {args.model} --n {args.n} "
+        f"--iterations {' '.join(map(str, args.iterations))} --threads {args.threads}`",
+        "",
+    ]
+    write_results("tune_lps_merge", data, "\n".join(lines))
+    return 0
+
+
+def _row(prior, t, rule, e):
+    return f"| {prior} | {t} | {rule} | {e['maxF']:.4f} | {e['adpF']:.4f} | {e['MAE']:.4f} | {e['Sm']:.4f} |"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
