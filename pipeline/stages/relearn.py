@@ -239,6 +239,8 @@ class RelearnParams:
         pixels (1: every superpixel with a pair passing the filter).
     corrections_only : bool
         The re-learned score only where it changes a superpixel's class; elsewhere the prior.
+    confident_only : bool
+        The re-learned score only where it is further from 0.5 than the prior's superpixel mean.
     """
 
     prior: str = "u2netp"
@@ -248,6 +250,7 @@ class RelearnParams:
     m: int = param(0, ge=0)
     max_trusted: float = param(1.0, ge=0, le=1)
     corrections_only: bool = True
+    confident_only: bool = True
 
 
 def _relearn_model(model):
@@ -270,7 +273,8 @@ def run_relearn(inputs, neighbours, params: RelearnParams, ctx):
     r = relearn_image(model, inputs["superpixel_features"]["features"], inputs["slic"]["labels"],
                       inputs[params.prior]["map"], pseudo["pixels"], nbs, sigma_s2=params.sigma_s2,
                       use_filter=params.use_filter, max_trusted=params.max_trusted,
-                      corrections_only=params.corrections_only, device=ctx.device)
+                      corrections_only=params.corrections_only, confident_only=params.confident_only,
+                      device=ctx.device)
     return {"map": r.map, "relearned": r.relearned}
 
 

@@ -90,9 +90,10 @@ def test_training_records_its_counts_and_the_model_round_trips(trained):
 
 def test_without_the_filter_every_aligned_superpixel_is_relearned(trained):
     f, prior, pgt, _, nbs = _target(7, [5, 0])
-    with_filter = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, corrections_only=False)
+    with_filter = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, corrections_only=False, confident_only=False)
     assert not with_filter.relearned.all()      # the filter keeps the easy superpixels as they are
-    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=False)
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=False,
+                        confident_only=False)
     assert res.relearned.all()                  # all 16 have an aligned instance in each neighbour
     np.testing.assert_array_equal(res.trust, with_filter.trust)   # the ranking is the filter's still
     # an image whose neighbours align none of its superpixels keeps its prior, filter or not
@@ -105,10 +106,11 @@ def test_without_the_filter_every_aligned_superpixel_is_relearned(trained):
 def test_max_trusted_relearns_only_what_the_pseudo_gt_leaves_uncertain(trained):
     wrong = [5, 0, 10, 15]                      # 5 and 0 uncertain in the pseudo GT, 10 and 15 trusted
     f, prior, pgt, _, nbs = _target(7, wrong)
-    every = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=False)
+    every = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=False,
+                          confident_only=False)
     assert every.relearned.all()
     res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, max_trusted=0.5,
-                        corrections_only=False)
+                        corrections_only=False, confident_only=False)
     np.testing.assert_array_equal(np.flatnonzero(res.relearned), [0, 5])
     keep = ~res.relearned[LABELS]
     np.testing.assert_array_equal(res.map[keep], prior[keep])
@@ -123,8 +125,9 @@ def test_max_trusted_relearns_only_what_the_pseudo_gt_leaves_uncertain(trained):
 def test_corrections_only_replaces_the_superpixels_whose_class_relearning_changes(trained):
     wrong = [5, 0, 10, 15]
     f, prior, pgt, gt, nbs = _target(7, wrong)
-    every = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=False)
-    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False)   # the default
+    every = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=False,
+                          confident_only=False)
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, confident_only=False)
     prior_class = prior[::4, ::4].ravel() > 0.5
     changed = (every.scores > 0.5) != prior_class
     np.testing.assert_array_equal(res.relearned, changed)
@@ -132,6 +135,30 @@ def test_corrections_only_replaces_the_superpixels_whose_class_relearning_change
     keep = ~res.relearned[LABELS]
     np.testing.assert_array_equal(res.map[keep], prior[keep])  # agreeing superpixels keep their pixels
     np.testing.assert_array_equal(res.map[::4, ::4].ravel()[wrong] > 0.5, SALIENT[wrong])
+
+
+def test_confident_only_keeps_the_prior_where_it_is_the_more_confident(trained):
+    wrong = [5, 0, 10, 15]
+    f, prior, pgt, gt, nbs = _target(7, wrong)
+    # the prior's errors: two hesitant (0.45 / 0.55), two as sure as can be (0 / 1)
+    prior_sp = prior[::4, ::4].ravel().copy()    # 4 x 4 superpixels of constant prior
+    prior_sp[[5, 0]] = np.where(prior_sp[[5, 0]] > 0.5, 0.55, 0.45)
+    prior_sp[[10, 15]] = np.round(prior_sp[[10, 15]])
+    prior = prior_sp[LABELS].astype(np.float32)
+    every = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=False,
+                          confident_only=False)
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, confident_only=True)
+    changed = (every.scores > 0.5) != (prior_sp > 0.5)
+    confident = np.abs(every.scores - 0.5) > np.abs(prior_sp - 0.5)
+    np.testing.assert_array_equal(res.relearned, changed & confident)
+    assert res.relearned[[5, 0]].all() and not res.relearned[[10, 15]].any()
+    keep = ~res.relearned[LABELS]
+    np.testing.assert_array_equal(res.map[keep], prior[keep])
+    assert relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False).relearned.tolist() == \
+        res.relearned.tolist()                   # the default
+    # off, the sure errors are corrected too
+    off = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, confident_only=False)
+    assert off.relearned[wrong].all()
 
 
 def test_without_neighbours_the_prior_is_returned(trained):
