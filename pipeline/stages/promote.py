@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.registry import ModelSlot, Stage, param, register
 from promote import dense_crf, lps_promote, train_anchor_network
+from promote.lps import MERGES
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ class LpsParams:
     prior: str = "u2netp"
     model: str = "lps-duts"
     iterations: int = param(1, ge=1)
-    merge: str = param("confidence", choices=("confidence", "none", "mean"))
+    merge: str = param("confidence", choices=MERGES)
 
 
 def _anchor_network(model):
