@@ -46,6 +46,9 @@ Decisions the paper leaves open
   and S-measure are better (+0.0038 / -0.0036 / +0.0118 against +0.0012 / -0.0030 / +0.0109), and
   the loss on u2netp halves (max F 0.933 -> 0.928 against 0.922; contrast 0.589 -> 0.610 against
   0.614, gradsal 0.640 -> 0.651 against 0.653).
+  Reported once on the test images (``benchmarks/results/relearn.md``, max F with / without):
+  ECSSD u2netp 0.930 -> 0.919 / 0.910, contrast 0.625 -> 0.637 / 0.641; SOD Amulet 0.773 -> 0.769 /
+  0.764, DSS 0.804 -> 0.800 / 0.798, PiCANet 0.811 -> 0.802 / 0.799, RBD 0.520 -> 0.532 / 0.539.
 * **Joint training rows** are the targets with a pair that *the filter* passes (not the Table I
   positives): the joint model then learns on the same kind of rows it is applied to.
 * **Memory.** Pair inputs are built only for the drawn pairs and rows, stored as float16 (about
