@@ -286,8 +286,9 @@ def merge_with_prior(prior: np.ndarray, promoted: np.ndarray, rule: str = "none"
         return promoted
     if rule == "mean":
         return (0.5 * (prior + promoted)).astype(np.float32)
-    prior_conf = np.abs(prior - 0.5)  # Eq. 10 up to the constant 0.5: the same order
-    return np.where(prior_conf > np.abs(promoted - 0.5), prior, promoted).astype(np.float32)  # Eq. 11
+    from promote.ldps import confidence_merge
+
+    return confidence_merge(prior, promoted)  # LDPS Eq. 10-11
 
 
 # --------------------------------------------------------------------------- the anchor network
