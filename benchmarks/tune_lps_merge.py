@@ -11,7 +11,7 @@ Usage::
 
     .venv/bin/python benchmarks/tune_lps_merge.py [--model lps-duts] [--n 200] [--threads 2]
 
-Writes ``benchmarks/results/tune_lps_merge.{json,md}``.
+Writes ``benchmarks/results/tune_lps_merge.{json,md}`` (``--results NAME``: ``NAME.{json,md}``).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=200, help="first N stems of ECSSD train.txt")
     ap.add_argument("--iterations", type=int, nargs="+", default=[1, 3], help="values of T")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--results", default="tune_lps_merge", help="name of the result files (default tune_lps_merge)")
     args = ap.parse_args(argv)
 
     import torch
@@ -109,10 +110,11 @@ def main(argv=None) -> int:
         *rows,
         "",
         f"Command: `.venv/bin/python benchmarks/tune_lps_merge.py --model {args.model} --n {args.n} "
-        f"--iterations {' '.join(map(str, args.iterations))} --threads {args.threads}`",
+        f"--iterations {' '.join(map(str, args.iterations))} --threads {args.threads}"
+        + (f" --results {args.results}" if args.results != "tune_lps_merge" else "") + "`",
         "",
     ]
-    write_results("tune_lps_merge", data, "\n".join(lines))
+    write_results(args.results, data, "\n".join(lines))
     return 0
 
 
