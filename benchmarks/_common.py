@@ -97,6 +97,34 @@ def load_split(
     return stems, images, gts
 
 
+def taps_reader(features: str, threads: int | None = None):
+    """A function image -> ``{tap: (C, h, w) float16}`` as the feature stage ``features`` stores it
+    with its default parameters (``deep_features``: EfficientNet-Lite0 at 224; ``u2netp_features``:
+    the U2-Netp decoder at 320). The same calls as the stages, so a benchmark scores what a run makes."""
+    if features == "deep_features":
+        from backbones import extract_features, load_backbone
+        from pipeline.stages.features import DeepFeaturesParams
+
+        params = DeepFeaturesParams()
+        backbone = load_backbone(params.backbone, device="cpu")
+
+        def read(image):
+            f = extract_features(backbone, [image], taps=params.taps, batch_size=1, size=params.size)
+            return {t: f[t][0].astype(np.float16) for t in params.taps}
+    elif features == "u2netp_features":
+        from detect.u2netp import u2netp_features
+        from pipeline.stages.features import U2netpFeaturesParams
+
+        taps = U2netpFeaturesParams().taps
+
+        def read(image):
+            f = u2netp_features([image], taps=taps, threads=threads)[0]
+            return {t: f[t].astype(np.float16) for t in taps}
+    else:
+        raise ValueError(f"features: expected deep_features or u2netp_features, got {features!r}")
+    return read
+
+
 # --------------------------------------------------------------------------- scores
 
 

@@ -10,13 +10,15 @@
   ``python -m pipeline run --stages u2netp,contrast,gradsal --pool P --gt G --out OUT`` on a folder P
   holding the test images).
 
-Every image's backbone taps are those of the ``deep_features`` stage's defaults (EfficientNet-Lite0,
-224 x 224, float16); each prior is promoted by :func:`promote.lps_promote` (Alg. 2) with the
-Conv-based model (``--model``) for every ``T`` of ``--iterations`` and with the FC-based model
-(``--fc-model``) for ``T`` of ``--fc-iterations``, and each ``Y(T)`` combined with the prior by every
-rule of ``--merges`` (:func:`promote.merge_with_prior`; ``none`` is the paper's output). Scores from
-the package's evaluation (:func:`pipeline.evaluation.evaluate_methods`: max F, adaptive F, MAE,
-S-measure); seconds per image of the promotion alone (the taps are timed apart).
+Every image's taps are those of the feature stage the model was trained on, with its defaults
+(``deep_features``: EfficientNet-Lite0, 224 x 224; ``u2netp_features``: the U2-Netp decoder, 320 x
+320; float16); ``--fusion-maps`` adds the baseline of each prior averaged with U2-Netp's map. Each
+prior is promoted by :func:`promote.lps_promote` (Alg. 2) with the Conv-based model (``--model``)
+for every ``T`` of ``--iterations`` and with the FC-based model (``--fc-model``) for ``T`` of
+``--fc-iterations``, and each ``Y(T)`` combined with the prior by every rule of ``--merges``
+(:func:`promote.merge_with_prior`; ``none`` is the paper's output). Scores from the package's
+evaluation (:func:`pipeline.evaluation.evaluate_methods`: max F, adaptive F, MAE, S-measure);
+seconds per image of the promotion alone (the taps are timed apart).
 
 Usage::
 
@@ -41,6 +43,7 @@ if not __package__:  # run as a script: make the repository root importable
 
 from benchmarks._common import (  # noqa: E402
     dataset_dir,
+    taps_reader,
     gt_path,
     image_path,
     load_average,
@@ -59,15 +62,9 @@ ECSSD_PRIORS = ("u2netp", "contrast", "gradsal")
 METRICS = (("max_f", "max F"), ("adp_f", "adaptive F"), ("mae", "MAE"), ("s_measure", "S-measure"))
 
 
-def _taps(stems, dataset, backbone, params):
-    from backbones import extract_features
-
+def _taps(stems, dataset, reader):
     t0 = time.perf_counter()
-    feats = []
-    for s in stems:
-        f = extract_features(backbone, [read_rgb(image_path(dataset, s))], taps=params.taps, batch_size=1,
-                             size=params.size)
-        feats.append({t: f[t][0].astype(np.float16) for t in params.taps})  # as the stage stores them
+    feats = [reader(read_rgb(image_path(dataset, s))) for s in stems]
     return feats, (time.perf_counter() - t0) / len(stems)
 
 
@@ -82,17 +79,28 @@ def _label(kind, t, merge):
     return f"LPS {kind} T={t}" + ("" if merge == "none" else f", {merge} merge")
 
 
-def _dataset(name, stems, priors_of, settings, backbone, params, merges):
-    """Score every prior and its promotions on one dataset; returns {prior: {setting: scores}}."""
+def _dataset(name, stems, priors_of, settings, readers, merges, fusion=None):
+    """Score every prior and its promotions on one dataset; returns {prior: {setting: scores}}.
+
+    ``readers``: feature stage -> taps reader (:func:`benchmarks._common.taps_reader`); each setting
+    reads the taps of the stage its model was trained on. ``fusion``: a map folder whose maps are
+    averaged with each prior as a baseline (LPS on the U2-Netp taps is judged against simply
+    averaging the prior with U2-Netp's own map)."""
     from promote import lps_promote, merge_with_prior
 
     gts = {s: read_mask(gt_path(name, s)) for s in stems}
-    feats, feat_s = _taps(stems, name, backbone, params)
+    taps, feat_s = {}, {}
+    for stage_name, reader in readers.items():
+        taps[stage_name], feat_s[stage_name] = _taps(stems, name, reader)
     out = {"features_s_per_image": feat_s, "priors": {}}
     for prior_name, folder in priors_of.items():
         priors = {s: read_map(folder / f"{s}.png", gts[s].shape) for s in stems}
         maps, seconds = {prior_name: priors}, {}
-        for kind, network, Ts in settings:
+        if fusion is not None:
+            other = {s: read_map(fusion / f"{s}.png", gts[s].shape) for s in stems}
+            maps[f"mean with {fusion.name}"] = {s: 0.5 * (priors[s] + other[s]) for s in stems}
+        for kind, network, Ts, stage_name in settings:
+            feats = taps[stage_name]
             labels = {(T, m): _label(kind, T, m) for T in Ts for m in merges}
             for label in labels.values():
                 maps[label], seconds[label] = {}, 0.0
@@ -110,7 +118,9 @@ def _dataset(name, stems, priors_of, settings, backbone, params, merges):
         entry = {"prior": scores[prior_name]}
         for label in maps:
             if label != prior_name:
-                entry[label] = {**scores[label], "s_per_image": seconds[label] / len(stems)}
+                entry[label] = dict(scores[label])
+                if label in seconds:
+                    entry[label]["s_per_image"] = seconds[label] / len(stems)
         out["priors"][prior_name] = entry
         print(name, prior_name, {k: round(v["mae"], 4) for k, v in entry.items()}, flush=True)
     return out
@@ -137,8 +147,8 @@ def _gains(result, label):
     rows = ["| prior | adaptive F before -> after | MAE before -> after | MAE lower |", "|---|---|---|---|"]
     for prior, entry in result["priors"].items():
         b, a = entry["prior"], entry[label]
-        rows.append(f"| {prior} | {b['adp_f']:.3f} -> {a['adp_f']:.3f} ({a['adp_f'] - b['adp_f']:+.3f}) | "
-                    f"{b['mae']:.3f} -> {a['mae']:.3f} ({a['mae'] - b['mae']:+.3f}) | "
+        rows.append(f"| {prior} | {b['adp_f']:.4f} -> {a['adp_f']:.4f} ({a['adp_f'] - b['adp_f']:+.4f}) | "
+                    f"{b['mae']:.4f} -> {a['mae']:.4f} ({a['mae'] - b['mae']:+.4f}) | "
                     f"{'yes' if a['mae'] < b['mae'] else 'no'} |")
     return rows
 
@@ -154,15 +164,17 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N test images (a quick check)")
     ap.add_argument("--results", default="lps", help="name of the result files (default lps)")
+    ap.add_argument("--fusion-maps", type=Path, default=None,
+                    help="a pipeline output folder with u2netp/ maps of the SOD and ECSSD test images "
+                         "(OUT/u2netp/STEM.png, both datasets in one folder): adds the baseline "
+                         "'mean with u2netp' (each prior averaged with U2-Netp's map)")
     ap.add_argument("--merges", nargs="+", choices=("confidence", "none", "mean"), default=["confidence", "none"],
                     help="how Y(T) is combined with the prior (default: confidence, the stage's; none, the paper's)")
     args = ap.parse_args(argv)
 
     import torch
 
-    from backbones import load_backbone
     from pipeline import models
-    from pipeline.stages.features import DeepFeaturesParams
     from promote import AnchorNetwork
 
     torch.set_num_threads(args.threads)
@@ -176,40 +188,44 @@ def main(argv=None) -> int:
         if network.hparams["region_embedding"] != kind.lower():
             raise SystemExit(f"--{'fc-' if kind == 'FC' else ''}model: {spec} has a "
                              f"{network.hparams['region_embedding']} region embedding, expected {kind.lower()}")
-        described[kind] = {"model": str(spec), "sha256": ref.digest, "hparams": network.hparams}
-        settings.append((kind, network, sorted(set(Ts))))
-    params = DeepFeaturesParams()
-    backbone = load_backbone(params.backbone, device="cpu")
+        features = model.meta.get("features", "deep_features")
+        described[kind] = {"model": str(spec), "sha256": ref.digest, "hparams": network.hparams,
+                           "features": features}
+        settings.append((kind, network, sorted(set(Ts)), features))
+    readers = {f: taps_reader(f, args.threads) for f in dict.fromkeys(s[3] for s in settings)}
+    fusion = args.fusion_maps / "u2netp" if args.fusion_maps is not None else None
 
     data = {"models": described, "load_before": load_average(), "datasets": {}}
     sod_priors = dataset_dir("SOD") / "priors"
     data["datasets"]["SOD"] = _dataset(
         "SOD", split_stems("SOD", "test")[:args.limit],
         {m: sod_priors / m for m in sorted(d.name for d in sod_priors.iterdir() if d.is_dir())},
-        settings, backbone, params, args.merges)
+        settings, readers, args.merges, fusion)
     if args.ecssd_maps is not None:
         data["datasets"]["ECSSD"] = _dataset(
             "ECSSD", split_stems("ECSSD", "test")[:args.limit], {p: args.ecssd_maps / p for p in ECSSD_PRIORS},
-            settings, backbone, params, args.merges)
+            settings, readers, args.merges, fusion)
     data["load_after"] = load_average()
 
     default_merge = "confidence" if "confidence" in args.merges else args.merges[0]  # the stage's default first
     first = _label(settings[0][0], settings[0][2][0], default_merge)
     models_line = "; ".join(f"{k}: `{v['model']}` (sha256 {v['sha256'][:12]}..., C = {v['hparams']['channels']}, "
-                            f"D = {v['hparams']['dim']})" for k, v in described.items())
+                            f"D = {v['hparams']['dim']}, on {v['features']})" for k, v in described.items())
     cmd = (f".venv/bin/python benchmarks/bench_lps.py --model {args.model}"
            + (f" --fc-model {args.fc_model}" if args.fc_model else "")
            + f" --iterations {' '.join(map(str, args.iterations))}"
            + (f" --fc-iterations {' '.join(map(str, args.fc_iterations))}" if args.fc_model else "")
            + (f" --ecssd-maps {args.ecssd_maps}" if args.ecssd_maps else "")
+           + (f" --fusion-maps {args.fusion_maps}" if args.fusion_maps else "")
            + f" --merges {' '.join(args.merges)}"
            + (f" --results {args.results}" if args.results != "lps" else ""))
     lines = ["# LPS: priors before and after promotion", "",
              f"Models: {models_line}. Scores: `pipeline.evaluation` (max F, adaptive F at twice the mean, MAE, "
              "S-measure; maps min-max normalised, masks at > 128). Seconds per image: the promotion alone, "
              f"on a shared 2-core machine (load average {data['load_before']} before, {data['load_after']} after); "
-             "the backbone taps cost "
-             + ", ".join(f"{d} {r['features_s_per_image']:.3f} s" for d, r in data["datasets"].items())
+             "the feature taps cost "
+             + ", ".join(f"{d} {f} {sec:.3f} s" for d, r in data["datasets"].items()
+                         for f, sec in r["features_s_per_image"].items())
              + " per image on top.", ""]
     for name, result in data["datasets"].items():
         n = len(split_stems(name, "test")[:args.limit])

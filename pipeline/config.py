@@ -159,13 +159,15 @@ def build_params(
         set_value(stage_name, key, raw, "--set")
 
     # A trainer guided by a prior map (ldps_fit) follows the prior of the stage it trains for
-    # unless its own is set, so `--set ldps.prior=priors --set ldps.model=train` trains on --priors.
+    # unless its own is set, so `--set ldps.prior=priors --set ldps.model=train` trains on --priors;
+    # likewise a trainer follows the feature stage (lps.features) of the stage it trains for.
     for name, stage in stages.items():
         trainer = stages.get(stage.learned.trainer) if stage.learned is not None else None
         if trainer is None:
             continue
-        for p in stage.prior_params:
-            if p in trainer.prior_params and p in values[name] and p not in values[trainer.name]:
+        for p in stage.prior_params + stage.feature_params:
+            if (p in trainer.prior_params + trainer.feature_params and p in values[name]
+                    and p not in values[trainer.name]):
                 values[trainer.name][p] = values[name][p]
     # Likewise a prior-guided stage that another reads (crf_pseudo_gt, read by relearn and
     # relearn_fit) follows the reader's prior unless its own is set: the pseudo GT of the map promoted.

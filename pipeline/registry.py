@@ -31,7 +31,9 @@ Map-producing stages set ``produces_map=True`` and return ``{"map": (H, W) float
 the runner also writes ``<out>/<stage>/<stem>.png`` and evaluation picks those up.
 
 A parameter whose name is listed in ``prior_params`` names another map-producing stage (for example
-``relearn.prior = "u2netp"``); that stage becomes an input of this one.
+``relearn.prior = "u2netp"``); that stage becomes an input of this one. A parameter listed in
+``feature_params`` likewise names the feature stage a learned stage reads (``lps.features =
+"u2netp_features"``); its value must be one of :data:`FEATURE_STAGES`.
 
 A *learned* stage (``learned=ModelSlot(trainer=...)``) has a ``model`` parameter: ``"train"`` (fit on
 this pool by the trainer, a pool stage whose result is the model), a model file path (its bytes are
@@ -57,6 +59,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 GRANULARITIES = ("image", "pair", "pool")
+#: Stages whose per-image result is a dict of feature taps (``{tap: (C, h, w)}``, ``strides``, ``size``).
+FEATURE_STAGES = ("deep_features", "u2netp_features")
 FILE_INPUTS = ("image", "prior", "gt")
 
 
@@ -296,6 +300,9 @@ class Stage:
         runner passes its path as ``ctx.file`` and hashes the file's bytes into the cache key.
     prior_params : tuple of str
         Parameters whose value names a map-producing stage that becomes an extra input.
+    feature_params : tuple of str
+        Parameters whose value names a feature stage (:data:`FEATURE_STAGES`) that becomes an
+        extra input.
     run_input : str or None
         A run option this stage cannot do without (``"priors"``: needs ``--priors DIR``; ``"gt"``);
         with ``--stages all`` a stage whose run input is absent is left out with a notice.
@@ -329,6 +336,7 @@ class Stage:
     batched: bool = False
     file_input: str | None = None
     prior_params: tuple[str, ...] = ()
+    feature_params: tuple[str, ...] = ()
     run_input: str | None = None
     pairs_from: str | None = None
     method: Callable[..., Any] | None = None
@@ -346,6 +354,9 @@ class Stage:
         for p in self.prior_params:
             if p not in names:
                 raise ValueError(f"stage {self.name}: prior param {p!r} is not a parameter")
+        for p in self.feature_params:
+            if p not in names:
+                raise ValueError(f"stage {self.name}: feature param {p!r} is not a parameter")
         if self.batched and (self.granularity != "image" or self.file_input):
             raise ValueError(f"stage {self.name}: only image stages without a file input can be batched")
         if self.file_input is not None and self.file_input not in FILE_INPUTS:
@@ -363,9 +374,9 @@ class Stage:
         return self.params()
 
     def all_inputs(self, params) -> tuple[str, ...]:
-        """Static inputs, the stages named by prior parameters, the pair or neighbour table and the
-        stages read of neighbours, the trainer."""
-        extra = tuple(getattr(params, p) for p in self.prior_params if getattr(params, p))
+        """Static inputs, the stages named by prior and feature parameters, the pair or neighbour
+        table and the stages read of neighbours, the trainer."""
+        extra = tuple(getattr(params, p) for p in self.prior_params + self.feature_params if getattr(params, p))
         pairs = (self.pairs_from,) if self.pairs_from else ()
         if self.neighbour_inputs is not None:
             pairs = (self.neighbour_inputs.table, *self.neighbour_inputs.stages)

@@ -437,6 +437,11 @@ def resolve_stages(names: str | list[str], params: dict[str, Any], options: RunO
             prior = getattr(params[name], p)
             if prior and not stages[registry.canonical(prior)].produces_map:
                 raise RunError(f"{name}.{p} = {prior!r}: expected a map-producing stage")
+        for p in stage.feature_params:
+            value = getattr(params[name], p)
+            if value not in registry.FEATURE_STAGES:
+                raise RunError(f"{name}.{p} = {value!r}: expected a feature stage "
+                               f"({', '.join(registry.FEATURE_STAGES)})")
     return order, wanted, notices
 
 

@@ -9,6 +9,10 @@ file from ``weights`` (its bytes are hashed into the key) or the torch hub cache
 
 Result per image: ``{tap: (C, h, w) float16}`` plus ``"strides"`` (int64, one per tap, in the order
 of ``taps``) and ``"size"`` (the network input side).
+
+Stage ``u2netp_features``: the same result from the decoder of the embedded U^2-Net-small
+(:func:`detect.u2netp.u2netp_features`, 64 channels per tap at 320 x 320): a network trained for
+saliency, read by the learned stages whose ``features`` parameter names it (``lps.features``).
 """
 
 from __future__ import annotations
@@ -71,4 +75,40 @@ register(Stage(
     name="deep_features", version="1", inputs=("pool",), params=DeepFeaturesParams, granularity="image",
     func=run_deep_features, batched=True, resources=Resources(wants_gpu=True, cpu_batch=1, gpu_batch=32),
     doc="backbone feature taps (float16) of each image, shared by the learned stages",
+))
+
+
+@dataclass(frozen=True)
+class U2netpFeaturesParams:
+    """Parameters of ``u2netp_features``.
+
+    Parameters
+    ----------
+    taps : tuple of str
+        Decoder taps to keep, named by their stride on the 320 x 320 input (``s1`` ... ``s32``).
+    """
+
+    taps: tuple[str, ...] = ("s4", "s8", "s16", "s32")
+
+
+def run_u2netp_features(batch, params: U2netpFeaturesParams, ctx):
+    """Batch of image inputs -> list of ``{tap: (64, h, w) float16, "strides", "size"}``."""
+    from detect.u2netp import FEATURE_TAPS, INPUT_SIZE, u2netp_features
+
+    taps = tuple(params.taps)
+    unknown = [t for t in taps if t not in FEATURE_TAPS]
+    if unknown or not taps:
+        raise ValueError(f"u2netp_features.taps: {unknown or 'none'} are not taps of U2-Netp "
+                         f"(its taps: {', '.join(FEATURE_TAPS)})")
+    images = [inputs["pool"]["image"] for inputs in batch]
+    feats = u2netp_features(images, taps=taps, threads=ctx.threads)
+    strides = np.array([int(t[1:]) for t in taps], dtype=np.int64)
+    return [{**{t: f[t].astype(np.float16) for t in taps}, "strides": strides, "size": np.int64(INPUT_SIZE)}
+            for f in feats]
+
+
+register(Stage(
+    name="u2netp_features", version="1", inputs=("pool",), params=U2netpFeaturesParams, granularity="image",
+    func=run_u2netp_features, batched=True, resources=Resources(cpu_batch=1, gpu_batch=8),
+    doc="U^2-Net-small decoder taps (float16) of each image: saliency-trained features for learned stages",
 ))

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.registry import ModelSlot, Stage, param, register
+from pipeline.registry import FEATURE_STAGES, ModelSlot, Stage, param, register
 from promote import dense_crf, lps_promote, train_anchor_network
 from promote.lps import MERGES
 
@@ -79,10 +79,11 @@ class LpsFitParams:
     region_embedding : str
         ``conv`` or ``fc`` (Fig. 4; paper's choice: conv).
     grid_stride : int
-        Stride of the embedding grid on the 224-pixel network input (4: 56 x 56; the paper: 1).
+        Stride of the embedding grid on the network input (4: 56 x 56 at 224, 80 x 80 at 320;
+        the paper: 1).
     loss_stride : int
         Stride on the network input at which Eq. 4 is evaluated: the pixel embedding is resized
-        (bilinear) to it (2: 112 x 112; the grid stride: on the grid; the paper: 1).
+        (bilinear) to it (2: 112 x 112 at 224; the grid stride: on the grid; the paper: 1).
     flip_probability : float
         p: labels flipped when the training anchors are made (paper: 0.05).
     learning_rate : float
@@ -93,6 +94,9 @@ class LpsFitParams:
         Images per step.
     seed : int
         Initialisation, order and flips.
+    features : str
+        The feature stage the network is trained on: ``deep_features`` (the frozen ImageNet
+        backbone) or ``u2netp_features`` (the decoder of the saliency-trained U^2-Net-small).
     """
 
     channels: int = param(32, ge=1)
@@ -105,6 +109,13 @@ class LpsFitParams:
     epochs: int = param(8, ge=1)
     batch_size: int = param(8, ge=1)
     seed: int = param(0, ge=0)
+    features: str = param("deep_features", choices=FEATURE_STAGES)
+
+
+def _feature_stage_of(model) -> str:
+    """The feature stage a model was trained on (models written before ``features`` existed: the
+    ImageNet backbone's ``deep_features``)."""
+    return model.meta.get("features", "deep_features")
 
 
 def run_lps_fit(inputs, params: LpsFitParams, ctx):
@@ -112,7 +123,7 @@ def run_lps_fit(inputs, params: LpsFitParams, ctx):
     from pipeline.models import model_result
     from promote import train_anchor_network
 
-    feats_all, gt = inputs["deep_features"], inputs["gt"]
+    feats_all, gt = inputs[params.features], inputs["gt"]
     stems = sorted(s for s in gt if s in feats_all)
     if not stems:
         raise ValueError("lps_fit: no image has both deep features and a ground-truth mask")
@@ -126,10 +137,13 @@ def run_lps_fit(inputs, params: LpsFitParams, ctx):
         art = feats_all[s]  # one read of the artifact per image (the mapping loads on access)
         feats.append({t: art[t] for t in taps})
     masks = [np.asarray(gt[s]["mask"]) for s in stems]
-    res = train_anchor_network(feats, masks, tap_strides=strides, input_size=int(first["size"]), **asdict(params))
+    kwargs = asdict(params)
+    features = kwargs.pop("features")
+    res = train_anchor_network(feats, masks, tap_strides=strides, input_size=int(first["size"]), **kwargs)
     net = res.network
     return model_result(net.state_arrays(), {
         "stage": "lps",
+        "features": features,
         "hparams": net.hparams,
         "training": {"seconds": round(res.seconds, 1), "data": {"images": res.images},
                      "epoch_losses": [round(float(v), 5) for v in res.losses], "parameters": net.n_parameters()},
@@ -153,12 +167,16 @@ class LpsParams:
         ``confidence``: per pixel the more confident of the prior and Y(T) (LDPS's Eq. 11; chosen on
         ECSSD train, ``benchmarks/results/tune_lps_merge.md``); ``none``: Y(T) alone (the paper);
         ``mean``: their average.
+    features : str
+        The feature stage the model reads; must be the one it was trained on (``deep_features``
+        for ``lps-duts``, ``u2netp_features`` for ``lps-u2netp-duts``).
     """
 
     prior: str = "u2netp"
     model: str = "lps-duts"
     iterations: int = param(1, ge=1)
     merge: str = param("confidence", choices=MERGES)
+    features: str = param("deep_features", choices=FEATURE_STAGES)
 
 
 def _anchor_network(model):
@@ -170,19 +188,24 @@ def _anchor_network(model):
 def run_lps(inputs, params: LpsParams, ctx):
     from promote import lps_promote
 
+    trained_on = _feature_stage_of(ctx.model.load())
+    if trained_on != params.features:
+        raise ValueError(f"lps.model {ctx.model.name!r} was trained on {trained_on}, but lps.features = "
+                         f"{params.features!r}: set --set lps.features={trained_on}")
     network = ctx.model.build(_anchor_network, ctx.device)
-    feats = inputs["deep_features"]
+    feats = inputs[params.features]
     return {"map": lps_promote(feats, inputs[params.prior]["map"], network, iterations=params.iterations,
                                merge=params.merge)}
 
 
 register(Stage(
-    name="lps_fit", version="2", inputs=("deep_features", "gt"), params=LpsFitParams, granularity="pool",
-    func=run_lps_fit, method=train_anchor_network, run_input="gt",
+    name="lps_fit", version="2", inputs=("gt",), params=LpsFitParams, granularity="pool",
+    func=run_lps_fit, method=train_anchor_network, run_input="gt", feature_params=("features",),
     doc="train the LPS anchor network on the pool's deep features and --gt masks (Alg. 1)",
 ))
 register(Stage(
-    name="lps", version="3", inputs=("deep_features",), params=LpsParams, granularity="image", func=run_lps,
-    method=lps_promote, produces_map=True, prior_params=("prior",), learned=ModelSlot(trainer="lps_fit"),
+    name="lps", version="3", inputs=(), params=LpsParams, granularity="image", func=run_lps,
+    method=lps_promote, produces_map=True, prior_params=("prior",), feature_params=("features",),
+    learned=ModelSlot(trainer="lps_fit"),
     doc="LPS promoter: nearest-anchor classification in a learned metric space (Zeng et al. 2018)",
 ))

@@ -81,3 +81,58 @@ def test_matches_rembg_reference_processing():
     assert ref.shape == ours.shape
     assert np.abs(ref - ours).max() < 3 / 255
     assert np.abs(ref - ours).mean() < 1 / 255
+
+
+def test_feature_taps_are_what_the_side_outputs_read(photos):
+    """Side convolutions (3x3, 64 -> 1) of the six taps, upsampled to 320 and fused by the model's
+    own 1x1 convolution, must give the model's fused map d0: the taps are hx1d ... hx6 in order."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from torch.nn import functional as F
+
+    from detect.u2netp import FEATURE_TAPS, _preprocess, _session, _side_inputs, u2netp_features
+
+    model = onnx.load(str(u2netp_model_path()))
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    side = {n.input[0]: n for n in convs if n.input[0] in _side_inputs(model)}
+    fuse = next(n for n in convs if weights[n.input[1]].shape == (1, 6, 1, 1))
+
+    image = photos[0]
+    feats = u2netp_features([image], taps=FEATURE_TAPS)[0]
+    assert {t: f.shape for t, f in feats.items()} == {t: (64, 320 // int(t[1:]), 320 // int(t[1:]))
+                                                     for t in FEATURE_TAPS}
+    sides = []
+    for tap, name in zip(FEATURE_TAPS, _side_inputs(model)):
+        node = side[name]
+        d = F.conv2d(torch.from_numpy(feats[tap][None]), torch.from_numpy(np.array(weights[node.input[1]])),
+                     torch.from_numpy(np.array(weights[node.input[2]])), padding=1)
+        sides.append(F.interpolate(d, size=(320, 320), mode="bilinear", align_corners=False))
+    fused = F.conv2d(torch.cat(sides, 1), torch.from_numpy(np.array(weights[fuse.input[1]])),
+                     torch.from_numpy(np.array(weights[fuse.input[2]])))
+    d0 = torch.sigmoid(fused)[0, 0].numpy()
+    sess = _session(u2netp_model_path())
+    expected = sess.run([sess.get_outputs()[0].name], {sess.get_inputs()[0].name: _preprocess(image)[None]})[0][0, 0]
+    np.testing.assert_allclose(d0, expected, atol=1e-4)
+
+
+def test_feature_taps_bad_input(photos, tmp_path):
+    from detect.u2netp import u2netp_features
+
+    with pytest.raises(ValueError, match="taps: expected names among"):
+        u2netp_features(photos[:1], taps=("s3",))
+    with pytest.raises(ValueError, match="images\\[0\\]"):
+        u2netp_features([np.zeros((4, 4), np.float32)])
+    assert u2netp_features([]) == []
+    import onnx
+    from onnx import TensorProto, helper
+
+    # A valid ONNX file that is not U^2-Net: named as such, not read as garbage.
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 320, 320])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 320, 320])])
+    path = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ValueError, match="not a U\\^2-Net model file"):
+        u2netp_features(photos[:1], model_path=path)

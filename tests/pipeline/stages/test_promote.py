@@ -44,3 +44,36 @@ def test_the_shipped_lps_model_runs_on_a_pool_without_ground_truth(tmp_path):
     out = np.asarray(Image.open(tmp_path / "o" / "lps" / "im0.png"), np.float32) / 255
     mask = np.asarray(Image.open(tmp_path / "A" / "gt" / "im0.png")) > 128
     assert out[mask].mean() > out[~mask].mean()  # the bright square is the salient object
+
+
+def test_lps_trains_and_promotes_on_u2netp_features(tmp_path):
+    imgs_a, gt_a = _pool(tmp_path / "A", 0)
+    fit = ["lps_fit.epochs=1", "lps_fit.batch_size=2", "lps_fit.channels=4", "lps_fit.dim=4"]
+    stages = _run(["lps"], tmp_path / "o", [*fit, "lps.model=train", "lps.prior=contrast",
+                                            "lps.features=u2netp_features"], pool=imgs_a, gt=gt_a)
+    # The trainer follows lps.features: both read the U2-Netp taps, neither the ImageNet backbone's.
+    assert stages["u2netp_features"].computed == 4 and stages["lps_fit"].computed == 1
+    assert stages["lps"].computed == 4 and "deep_features" not in stages
+    from pipeline.cache import Cache
+    from pipeline.models import load_model
+
+    model_file = next((Cache(tmp_path / "o").root / "lps_fit").glob("*.npz"))
+    model = load_model(model_file)
+    assert model.meta["features"] == "u2netp_features" and model.hparams["input_size"] == 320
+
+
+def test_lps_refuses_features_its_model_was_not_trained_on(tmp_path):
+    from pipeline.runner import RunError
+
+    imgs, _ = _pool(tmp_path / "A", 0, n=1)
+    # lps-duts was trained on deep_features (EfficientNet-Lite0 taps).
+    params, _ = build_params(None, ["lps.features=u2netp_features", "lps.prior=contrast"])
+    report = run(["lps"], params, RunOptions(out=tmp_path / "o", jobs=1, progress=False, echo=lambda _: None,
+                                             pool=imgs))
+    lps = {s.name: s for s in report.stages}["lps"]
+    assert lps.failed == 1
+    assert any("trained on deep_features" in p for p in report.problems)
+    with pytest.raises(RunError, match="lps.features = .u2netp.: expected a feature stage"):
+        params, _ = build_params(None, ["lps.features=u2netp"])
+        run(["lps"], params, RunOptions(out=tmp_path / "o2", jobs=1, progress=False, echo=lambda _: None,
+                                        pool=imgs))
