@@ -12,7 +12,7 @@
 
 Every image's taps are those of the feature stage the model was trained on, with its defaults
 (``deep_features``: EfficientNet-Lite0, 224 x 224; ``u2netp_features``: the U2-Netp decoder, 320 x
-320; float16); ``--fusion-maps`` adds the baseline of each prior averaged with U2-Netp's map. Each
+320; float16); ``--fusion`` adds the baseline of each prior averaged with U2-Netp's map. Each
 prior is promoted by :func:`promote.lps_promote` (Alg. 2) with the Conv-based model (``--model``)
 for every ``T`` of ``--iterations`` and with the FC-based model (``--fc-model``) for ``T`` of
 ``--fc-iterations``, and each ``Y(T)`` combined with the prior by every rule of ``--merges``
@@ -79,13 +79,14 @@ def _label(kind, t, merge):
     return f"LPS {kind} T={t}" + ("" if merge == "none" else f", {merge} merge")
 
 
-def _dataset(name, stems, priors_of, settings, readers, merges, fusion=None):
+def _dataset(name, stems, priors_of, settings, readers, merges, fusion=False):
     """Score every prior and its promotions on one dataset; returns {prior: {setting: scores}}.
 
     ``readers``: feature stage -> taps reader (:func:`benchmarks._common.taps_reader`); each setting
-    reads the taps of the stage its model was trained on. ``fusion``: a map folder whose maps are
+    reads the taps of the stage its model was trained on. ``fusion``: U2-Netp's maps are
     averaged with each prior as a baseline (LPS on the U2-Netp taps is judged against simply
     averaging the prior with U2-Netp's own map)."""
+    from detect.u2netp import u2netp_map
     from promote import lps_promote, merge_with_prior
 
     gts = {s: read_mask(gt_path(name, s)) for s in stems}
@@ -93,12 +94,12 @@ def _dataset(name, stems, priors_of, settings, readers, merges, fusion=None):
     for stage_name, reader in readers.items():
         taps[stage_name], feat_s[stage_name] = _taps(stems, name, reader)
     out = {"features_s_per_image": feat_s, "priors": {}}
+    u2netp_maps = {s: u2netp_map(read_rgb(image_path(name, s))) for s in stems} if fusion else None
     for prior_name, folder in priors_of.items():
         priors = {s: read_map(folder / f"{s}.png", gts[s].shape) for s in stems}
         maps, seconds = {prior_name: priors}, {}
-        if fusion is not None:
-            other = {s: read_map(fusion / f"{s}.png", gts[s].shape) for s in stems}
-            maps[f"mean with {fusion.name}"] = {s: 0.5 * (priors[s] + other[s]) for s in stems}
+        if u2netp_maps is not None:
+            maps["mean with u2netp"] = {s: 0.5 * (priors[s] + u2netp_maps[s]) for s in stems}
         for kind, network, Ts, stage_name in settings:
             feats = taps[stage_name]
             labels = {(T, m): _label(kind, T, m) for T in Ts for m in merges}
@@ -164,10 +165,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N test images (a quick check)")
     ap.add_argument("--results", default="lps", help="name of the result files (default lps)")
-    ap.add_argument("--fusion-maps", type=Path, default=None,
-                    help="a pipeline output folder with u2netp/ maps of the SOD and ECSSD test images "
-                         "(OUT/u2netp/STEM.png, both datasets in one folder): adds the baseline "
-                         "'mean with u2netp' (each prior averaged with U2-Netp's map)")
+    ap.add_argument("--fusion", action="store_true",
+                    help="add the baseline 'mean with u2netp': each prior averaged with U2-Netp's map "
+                         "(the detector whose decoder the u2netp_features taps come from)")
     ap.add_argument("--merges", nargs="+", choices=("confidence", "none", "mean"), default=["confidence", "none"],
                     help="how Y(T) is combined with the prior (default: confidence, the stage's; none, the paper's)")
     args = ap.parse_args(argv)
@@ -193,18 +193,17 @@ def main(argv=None) -> int:
                            "features": features}
         settings.append((kind, network, sorted(set(Ts)), features))
     readers = {f: taps_reader(f, args.threads) for f in dict.fromkeys(s[3] for s in settings)}
-    fusion = args.fusion_maps / "u2netp" if args.fusion_maps is not None else None
 
     data = {"models": described, "load_before": load_average(), "datasets": {}}
     sod_priors = dataset_dir("SOD") / "priors"
     data["datasets"]["SOD"] = _dataset(
         "SOD", split_stems("SOD", "test")[:args.limit],
         {m: sod_priors / m for m in sorted(d.name for d in sod_priors.iterdir() if d.is_dir())},
-        settings, readers, args.merges, fusion)
+        settings, readers, args.merges, args.fusion)
     if args.ecssd_maps is not None:
         data["datasets"]["ECSSD"] = _dataset(
             "ECSSD", split_stems("ECSSD", "test")[:args.limit], {p: args.ecssd_maps / p for p in ECSSD_PRIORS},
-            settings, readers, args.merges, fusion)
+            settings, readers, args.merges, args.fusion)
     data["load_after"] = load_average()
 
     default_merge = "confidence" if "confidence" in args.merges else args.merges[0]  # the stage's default first
@@ -216,7 +215,7 @@ def main(argv=None) -> int:
            + f" --iterations {' '.join(map(str, args.iterations))}"
            + (f" --fc-iterations {' '.join(map(str, args.fc_iterations))}" if args.fc_model else "")
            + (f" --ecssd-maps {args.ecssd_maps}" if args.ecssd_maps else "")
-           + (f" --fusion-maps {args.fusion_maps}" if args.fusion_maps else "")
+           + (" --fusion" if args.fusion else "")
            + f" --merges {' '.join(args.merges)}"
            + (f" --results {args.results}" if args.results != "lps" else ""))
     lines = ["# LPS: priors before and after promotion", "",

@@ -5,6 +5,7 @@ Plain functions on numpy arrays; no file I/O, no caches, no CLI.
 """
 
 from .contrast import contrast_saliency
-from .u2netp import ModelNotFoundError, u2netp_map, u2netp_model_path, u2netp_saliency
+from .u2netp import ModelNotFoundError, u2netp_features, u2netp_map, u2netp_model_path, u2netp_saliency
 
-__all__ = ["contrast_saliency", "u2netp_saliency", "u2netp_map", "u2netp_model_path", "ModelNotFoundError"]
+__all__ = ["contrast_saliency", "u2netp_saliency", "u2netp_map", "u2netp_features", "u2netp_model_path",
+           "ModelNotFoundError"]
