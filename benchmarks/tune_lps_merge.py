@@ -88,7 +88,7 @@ def main(argv=None) -> int:
             def keep(t, y):
                 if t in by_t:
                     by_t[t].append(y)
-            lps_promote(f, p, network, iterations=top, each=keep)
+            lps_promote(f, p, network, iterations=top, merge="none", each=keep)  # Y(t) itself: merged below
         seconds = (time.perf_counter() - t0) / len(stems)
         result = {"prior": sod_scores(priors, gts, s_measure=True), "lps_s_per_image": seconds, "merged": {}}
         rows.append(_row(f"{prior_name}", "-", "-", result["prior"]))

@@ -73,9 +73,10 @@ said), scored on the first 200 stems of ECSSD ``train.txt`` (never a test split)
   as the shipped card's, is ``benchmarks/results/lps_c64d128_card.md``) and, on the first 200 stems of
   ECSSD ``train.txt`` (``benchmarks/results/tune_lps_c64d128.md``), gives T = 1 u2netp adaptive F / MAE /
   max F 0.939 / 0.025 / 0.946 against the shipped model's 0.940 / 0.026 / 0.943 (``confidence``) and
-  contrast 0.818 / 0.092 against 0.808 / 0.098 (``confidence``) and 0.849 / 0.082 (``none``). With it
-  ``confidence`` scores exactly as ``none`` on both priors (its ``Y(T)`` is nowhere less confident than
-  the prior); being no clear gain, it is not shipped. Each tap is first reduced to ``C`` channels by
+  contrast 0.818 / 0.092 against 0.808 / 0.098 (``confidence``) and 0.849 / 0.082 (``none``). (Its
+  ``none`` and ``mean`` rows are not what they say: ``tune_lps_merge.py`` then took ``Y(T)`` already
+  merged by confidence, the stage's default, before applying each rule; fixed since. Its
+  ``confidence`` rows stand.) Being no clear gain, it is not shipped. Each tap is first reduced to ``C`` channels by
   a 1 x 1 convolution, so the sub-pixel convolution of the 320-channel ``s32`` tap holds
   ``C x C N^2`` weights instead of ``320 x C N^2``. The two convolutions of each head are 1 x 1
   (``head_kernel``; the official code's are 3 x 3, nine times the head's work, while the taps

@@ -3,9 +3,11 @@ better map out.
 
 * ``crf`` wraps :func:`promote.dense_crf` (fully connected CRF, MIJR Eq. 5 kernel): the baseline
   every promoter is judged against.
-* ``lps`` wraps :func:`promote.lps_promote` (LPS, Zeng et al. 2018) on the ``deep_features`` of each
-  image; ``lps_fit`` (a pool stage) trains its anchor network with :func:`promote.train_anchor_network`
-  on the pool's ``--gt`` masks (``--set lps.model=train``, or ``python -m pipeline train lps``).
+* ``lps`` wraps :func:`promote.lps_promote` (LPS, Zeng et al. 2018) on the feature taps of each image
+  (the stage named by ``lps.features``: ``deep_features``, the frozen ImageNet backbone, or
+  ``u2netp_features``, the decoder of the saliency-trained U^2-Net-small); ``lps_fit`` (a pool stage)
+  trains its anchor network with :func:`promote.train_anchor_network` on the pool's ``--gt`` masks
+  (``--set lps.model=train``, or ``python -m pipeline train lps``) on the same features.
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ def run_lps(inputs, params: LpsParams, ctx):
 register(Stage(
     name="lps_fit", version="2", inputs=("gt",), params=LpsFitParams, granularity="pool",
     func=run_lps_fit, method=train_anchor_network, run_input="gt", feature_params=("features",),
-    doc="train the LPS anchor network on the pool's deep features and --gt masks (Alg. 1)",
+    doc="train the LPS anchor network on the pool's feature taps and --gt masks (Alg. 1)",
 ))
 register(Stage(
     name="lps", version="3", inputs=(), params=LpsParams, granularity="image", func=run_lps,
