@@ -97,8 +97,8 @@ class LpsFitParams:
     seed : int
         Initialisation, order and flips.
     features : str
-        The feature stage the network is trained on: ``deep_features`` (the frozen ImageNet
-        backbone) or ``u2netp_features`` (the decoder of the saliency-trained U^2-Net-small).
+        The feature stage the network is trained on: ``u2netp_features`` (the decoder of the
+        saliency-trained U^2-Net-small) or ``deep_features`` (the frozen ImageNet backbone).
     """
 
     channels: int = param(32, ge=1)
@@ -111,7 +111,7 @@ class LpsFitParams:
     epochs: int = param(8, ge=1)
     batch_size: int = param(8, ge=1)
     seed: int = param(0, ge=0)
-    features: str = param("deep_features", choices=FEATURE_STAGES)
+    features: str = param("u2netp_features", choices=FEATURE_STAGES)
 
 
 def _feature_stage_of(model) -> str:
@@ -170,15 +170,16 @@ class LpsParams:
         ECSSD train, ``benchmarks/results/tune_lps_merge.md``); ``none``: Y(T) alone (the paper);
         ``mean``: their average.
     features : str
-        The feature stage the model reads; must be the one it was trained on (``deep_features``
-        for ``lps-duts``, ``u2netp_features`` for ``lps-u2netp-duts``).
+        The feature stage the model reads; must be the one it was trained on (``u2netp_features``
+        for ``lps-u2netp-duts``, the default, chosen on ECSSD train,
+        ``benchmarks/results/tune_lps_u2netp.md``; ``deep_features`` for ``lps-duts``).
     """
 
     prior: str = "u2netp"
-    model: str = "lps-duts"
+    model: str = "lps-u2netp-duts"
     iterations: int = param(1, ge=1)
     merge: str = param("confidence", choices=MERGES)
-    features: str = param("deep_features", choices=FEATURE_STAGES)
+    features: str = param("u2netp_features", choices=FEATURE_STAGES)
 
 
 def _anchor_network(model):

@@ -135,7 +135,7 @@ def test_availability_comes_from_the_registry_and_the_model_resolution():
     assert runs.availability("crf", params, promoter=True) is None
     assert runs.availability("lps", params, promoter=True).startswith("no model: lps.model = 'no-such-model'")
     shipped, _ = build_params(None, [])
-    assert runs.availability("lps", shipped, promoter=True) is None  # the shipped lps-duts
+    assert runs.availability("lps", shipped, promoter=True) is None  # the shipped lps-u2netp-duts
     assert runs.model_record("lps", shipped)["kind"] == "shipped"
     assert runs.model_record("crf", shipped) is None
 
