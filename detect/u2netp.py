@@ -93,21 +93,33 @@ def u2netp_model_path() -> Path:
     )
 
 
+def _providers() -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def _options(threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        # onnxruntime's own pool ignores OMP_NUM_THREADS: without this, every worker process
+        # spins one thread per core and two workers oversubscribe a 2-core machine.
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    return options
+
+
 def _session(model_path: Path, threads: int | None = None):
     """The onnxruntime session of a model file, built once per process, provider list and thread count."""
     import onnxruntime as ort
 
-    available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    providers = _providers()
 
     def build():
-        options = ort.SessionOptions()
-        if threads is not None:
-            # onnxruntime's own pool ignores OMP_NUM_THREADS: without this, every worker process
-            # spins one thread per core and two workers oversubscribe a 2-core machine.
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        return ort.InferenceSession(str(model_path), sess_options=_options(threads), providers=providers)
 
     return load_once(("onnx", str(model_path), tuple(providers), threads), build)
 
@@ -135,22 +147,28 @@ def _feature_session(model_path: Path, threads: int | None = None):
     import onnx
     import onnxruntime as ort
 
-    available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    providers = _providers()
 
     def build():
         model = onnx.load(str(model_path))
         names = _side_inputs(model)
         for name in names:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        sess = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=providers)
+        sess = ort.InferenceSession(model.SerializeToString(), sess_options=_options(threads), providers=providers)
         return sess, dict(zip(FEATURE_TAPS, names))
 
     return load_once(("onnx-taps", str(model_path), tuple(providers), threads), build)
+
+
+def _checked(images, model_path, threads) -> tuple[list[np.ndarray], Path | None, int | None]:
+    """The checked images, the model file (None when there is no image) and thread count."""
+    images = [check_image(im, f"images[{i}]") for i, im in enumerate(images)]
+    if not images:
+        return images, None, None
+    path = Path(model_path) if model_path is not None else u2netp_model_path()
+    if not path.is_file():
+        raise ModelNotFoundError(f"U2-Netp model file not found: {path}")
+    return images, path, (check_int(threads, "threads") if threads is not None else None)
 
 
 def _preprocess(image: np.ndarray) -> np.ndarray:
@@ -228,14 +246,9 @@ def u2netp_saliency(
     if isinstance(images, np.ndarray) and images.ndim == 3:
         raise ValueError("images: expected a list of (H, W, 3) arrays (u2netp_map takes one image), got one array")
     batch_size = check_int(batch_size, "batch_size")
-    images = [check_image(im, f"images[{i}]") for i, im in enumerate(images)]
+    images, path, threads = _checked(images, model_path, threads)
     if not images:
         return []
-    path = Path(model_path) if model_path is not None else u2netp_model_path()
-    if not path.is_file():
-        raise ModelNotFoundError(f"U2-Netp model file not found: {path}")
-    if threads is not None:
-        threads = check_int(threads, "threads")
     sess = _session(path, threads)
     input_name = sess.get_inputs()[0].name
     output_name = sess.get_outputs()[0].name  # d0, the fused map
@@ -316,14 +329,9 @@ def u2netp_features(
     unknown = [t for t in taps if t not in FEATURE_TAPS]
     if not taps or unknown:
         raise ValueError(f"taps: expected names among {FEATURE_TAPS}, got {taps!r}")
-    images = [check_image(im, f"images[{i}]") for i, im in enumerate(images)]
+    images, path, threads = _checked(images, model_path, threads)
     if not images:
         return []
-    path = Path(model_path) if model_path is not None else u2netp_model_path()
-    if not path.is_file():
-        raise ModelNotFoundError(f"U2-Netp model file not found: {path}")
-    if threads is not None:
-        threads = check_int(threads, "threads")
     sess, names = _feature_session(path, threads)
     input_name = sess.get_inputs()[0].name
     out = []

@@ -51,7 +51,7 @@ said), scored on the first 200 stems of ECSSD ``train.txt`` (never a test split)
   prior, the baseline of simply averaging it with U2-Netp's own map. Test splits, reported once
   (T = 1, confidence merge, adaptive F / MAE): SOD Amulet 0.755 / 0.141 -> 0.798 / 0.122 (the paper:
   -> 0.777 / 0.134; averaging with U2-Netp: 0.762 / 0.130), DSS 0.795 / 0.121 -> 0.796 / 0.119 (the
-  paper's +0.019 / -0.008 not reached; averaging: 0.797 / 0.120), PiCANet 0.791 / 0.102 -> 0.796 /
+  paper's +0.019 / -0.008 not reached; averaging: 0.797 / 0.119), PiCANet 0.791 / 0.102 -> 0.796 /
   0.102, BSCA 0.539 / 0.271 -> 0.679 / 0.184 (averaging: 0.681 / 0.195), RBD 0.516 / 0.244 -> 0.605
   / 0.201 (averaging: 0.690 / 0.178); ECSSD u2netp 0.916 / 0.038 -> 0.922 / 0.037, contrast 0.633 /
   0.196 -> 0.808 / 0.097, gradsal 0.661 / 0.205 -> 0.820 / 0.100. Every prior's adaptive F rises and
