@@ -98,30 +98,21 @@ def load_split(
 
 
 def taps_reader(features: str, threads: int | None = None):
-    """A function image -> ``{tap: (C, h, w) float16}`` as the feature stage ``features`` stores it
-    with its default parameters (``deep_features``: EfficientNet-Lite0 at 224; ``u2netp_features``:
-    the U2-Netp decoder at 320). The same calls as the stages, so a benchmark scores what a run makes."""
-    if features == "deep_features":
-        from backbones import extract_features, load_backbone
-        from pipeline.stages.features import DeepFeaturesParams
+    """A function image -> ``{tap: (C, h, w) float16}``: the result of the feature stage ``features``
+    (``deep_features`` or ``u2netp_features``) with its default parameters, by the stage's own
+    function, so a benchmark scores exactly what a run caches."""
+    from pipeline import registry
+    from pipeline.registry import ItemContext
 
-        params = DeepFeaturesParams()
-        backbone = load_backbone(params.backbone, device="cpu")
+    if features not in registry.FEATURE_STAGES:
+        raise ValueError(f"features: expected one of {registry.FEATURE_STAGES}, got {features!r}")
+    stage = registry.get(features)
+    params, ctx = stage.default_params(), ItemContext(device="cpu", threads=threads)
 
-        def read(image):
-            f = extract_features(backbone, [image], taps=params.taps, batch_size=1, size=params.size)
-            return {t: f[t][0].astype(np.float16) for t in params.taps}
-    elif features == "u2netp_features":
-        from detect.u2netp import u2netp_features
-        from pipeline.stages.features import U2netpFeaturesParams
+    def read(image):
+        result = stage.func([{"pool": {"image": image}}], params, ctx)[0]
+        return {t: v for t, v in result.items() if t not in ("strides", "size")}
 
-        taps = U2netpFeaturesParams().taps
-
-        def read(image):
-            f = u2netp_features([image], taps=taps, threads=threads)[0]
-            return {t: f[t].astype(np.float16) for t in taps}
-    else:
-        raise ValueError(f"features: expected deep_features or u2netp_features, got {features!r}")
     return read
 
 

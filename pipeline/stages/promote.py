@@ -20,6 +20,9 @@ from pipeline.registry import FEATURE_STAGES, ModelSlot, Stage, param, register
 from promote import dense_crf, lps_promote, train_anchor_network
 from promote.lps import MERGES
 
+#: The feature stage of the default LPS model (``lps-u2netp-duts``), and so of ``lps_fit``'s default.
+LPS_FEATURES = "u2netp_features"
+
 
 @dataclass(frozen=True)
 class CrfParams:
@@ -111,10 +114,10 @@ class LpsFitParams:
     epochs: int = param(8, ge=1)
     batch_size: int = param(8, ge=1)
     seed: int = param(0, ge=0)
-    features: str = param("u2netp_features", choices=FEATURE_STAGES)
+    features: str = param(LPS_FEATURES, choices=FEATURE_STAGES)
 
 
-def _feature_stage_of(model) -> str:
+def lps_feature_stage(model) -> str:
     """The feature stage a model was trained on (models written before ``features`` existed: the
     ImageNet backbone's ``deep_features``)."""
     return model.meta.get("features", "deep_features")
@@ -128,7 +131,7 @@ def run_lps_fit(inputs, params: LpsFitParams, ctx):
     feats_all, gt = inputs[params.features], inputs["gt"]
     stems = sorted(s for s in gt if s in feats_all)
     if not stems:
-        raise ValueError("lps_fit: no image has both deep features and a ground-truth mask")
+        raise ValueError(f"lps_fit: no image has both {params.features} taps and a ground-truth mask")
     first = feats_all[stems[0]]
     strides = {}
     taps = [k for k in first if k not in ("strides", "size")]
@@ -179,7 +182,7 @@ class LpsParams:
     model: str = "lps-u2netp-duts"
     iterations: int = param(1, ge=1)
     merge: str = param("confidence", choices=MERGES)
-    features: str = param("u2netp_features", choices=FEATURE_STAGES)
+    features: str = param(LPS_FEATURES, choices=FEATURE_STAGES)
 
 
 def _anchor_network(model):
@@ -191,7 +194,7 @@ def _anchor_network(model):
 def run_lps(inputs, params: LpsParams, ctx):
     from promote import lps_promote
 
-    trained_on = _feature_stage_of(ctx.model.load())
+    trained_on = lps_feature_stage(ctx.model.load())
     if trained_on != params.features:
         raise ValueError(f"lps.model {ctx.model.name!r} was trained on {trained_on}, but lps.features = "
                          f"{params.features!r}: set --set lps.features={trained_on}")
