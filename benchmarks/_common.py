@@ -116,6 +116,32 @@ def taps_reader(features: str, threads: int | None = None):
     return read
 
 
+def feature_input_size(features: str) -> int:
+    """The network input side at which the feature stage ``features`` computes its taps (its
+    ``size``, read from one run of the stage on a small image)."""
+    from pipeline import registry
+    from pipeline.registry import ItemContext
+
+    stage = registry.get(features)
+    image = np.zeros((32, 32, 3), np.uint8)
+    return int(stage.func([{"pool": {"image": image}}], stage.default_params(), ItemContext(device="cpu"))[0]["size"])
+
+
+def arn_detector(threads: int | None = None):
+    """``image -> map`` of the shipped ARN model on the EfficientNet-Lite0 taps (as stage ``arn``)."""
+    from detect.arn import ArnNetwork, arn_saliency
+    from pipeline import models
+
+    read_taps = taps_reader("deep_features", threads)
+    model = models.resolve("arn", "arn-duts").load()
+    network = ArnNetwork.from_state(model.arrays, model.hparams)
+
+    def detect(image):
+        return arn_saliency([read_taps(image)], network, [image.shape[:2]], batch_size=1)[0].astype(np.float32)
+
+    return detect
+
+
 # --------------------------------------------------------------------------- scores
 
 

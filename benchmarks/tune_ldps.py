@@ -4,12 +4,15 @@
 Each configuration trains :func:`promote.train_relation_network` self-supervised on the ECSSD train
 images and their prior maps (no ground truth in training) and scores the promoted maps against the GT
 (max F, adaptive F, MAE, S-measure), with the training seconds. One training per prior and
-configuration: the pool mode fits a network to one detector's maps.
+configuration: the pool mode fits a network to one detector's maps. ``--features`` names the
+feature stage whose taps the network reads (``deep_features``, the frozen ImageNet backbone, or
+``u2netp_features``, the decoder of the saliency-trained U^2-Net-small), computed by the stage's own
+function with its defaults.
 
 Usage::
 
-    .venv/bin/python benchmarks/tune_ldps.py [--n 500] [--threads 2] [--priors u2netp contrast]
-        [--configs NAME ...] [--name tune_ldps]
+    .venv/bin/python benchmarks/tune_ldps.py [--n 500] [--threads 2] [--priors u2netp contrast arn]
+        [--features deep_features] [--configs NAME ...] [--name tune_ldps]
 
 Writes ``benchmarks/results/NAME.{json,md}``.
 """
@@ -26,7 +29,19 @@ import numpy as np
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import gt_path, image_path, load_average, read_mask, read_rgb, sod_scores, split_stems, write_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    arn_detector,
+    feature_input_size,
+    gt_path,
+    image_path,
+    load_average,
+    read_mask,
+    read_rgb,
+    sod_scores,
+    split_stems,
+    taps_reader,
+    write_results,
+)
 
 DURATION = "~12 min on 2 cores (u2netp on 500 images, then four trainings)"
 
@@ -42,7 +57,7 @@ CONFIGS = {
     "epochs 10, batch 2": {"epochs": 10, "batch_size": 2},
 }
 DEFAULT_CONFIGS = ("defaults", "class_balance", "adam 1e-3", "aspp_stride 1 (the paper's)")
-PRIORS = ("u2netp", "contrast")
+PRIORS = ("u2netp", "contrast", "arn")
 
 
 def main(argv=None) -> int:
@@ -51,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--priors", nargs="+", choices=PRIORS, default=["u2netp"],
                     help="the detectors whose maps are promoted")
+    ap.add_argument("--features", choices=("deep_features", "u2netp_features"), default="deep_features",
+                    help="the feature stage whose taps the network reads")
     ap.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=list(DEFAULT_CONFIGS),
                     help="configurations to train (names of CONFIGS)")
     ap.add_argument("--name", default="tune_ldps", help="results file name under benchmarks/results/")
@@ -58,12 +75,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    from backbones import extract_features, load_backbone
     from detect.contrast import contrast_saliency
     from detect.u2netp import u2netp_map
     from pipeline.registry import params_as_dict
     from pipeline.stages.ldps import LdpsFitParams
-    from promote.ldps import ldps_promote, train_relation_network
+    from promote.ldps import ldps_promote, resolve_taps, train_relation_network
 
     torch.set_num_threads(args.threads)
     stems = split_stems("ECSSD", "train")[:args.n]
@@ -71,15 +87,19 @@ def main(argv=None) -> int:
     gts = [read_mask(gt_path("ECSSD", s)) for s in stems]
     defaults = params_as_dict(LdpsFitParams())
     defaults.pop("prior")
-    taps = tuple(defaults.pop("taps"))
-    net = load_backbone("efficientnet_lite0", device="cpu")
-    feats = []
-    for im in images:
-        f = extract_features(net, [im], taps=taps, batch_size=1, size=224)
-        feats.append({t: f[t][0].astype(np.float16) for t in taps})  # as the deep_features stage stores them
-    strides = {t: net.tap_strides[t] for t in taps}
+    defaults.pop("features", None)
+    read_taps = taps_reader(args.features, args.threads)
+    t0 = time.perf_counter()
+    feats = [read_taps(im) for im in images]  # float16, as the stage caches them
+    taps_s = (time.perf_counter() - t0) / len(images)
+    taps = resolve_taps(tuple(defaults.pop("taps")), list(feats[0]))
+    strides = {t: int(t[1:]) for t in feats[0]}  # taps are named by their stride
+    defaults["input_size"] = feature_input_size(args.features)
     detectors = {"u2netp": u2netp_map, "contrast": contrast_saliency}
-    data = {"n": len(stems), "load_before": load_average(), "defaults": defaults, "priors": {}}
+    if "arn" in args.priors:
+        detectors["arn"] = arn_detector(args.threads)
+    data = {"n": len(stems), "load_before": load_average(), "defaults": defaults, "features": args.features,
+            "taps": list(taps), "taps_s_per_image": taps_s, "priors": {}}
     rows = []
     for prior_name in args.priors:
         priors = [detectors[prior_name](im) for im in images]
@@ -99,6 +119,7 @@ def main(argv=None) -> int:
     lines = [
         f"# LDPS training options on ECSSD train ({len(stems)} images, {', '.join(args.priors)} priors, pool mode)",
         "",
+        f"Features: `{args.features}` (taps {', '.join(taps)}; {taps_s:.3f} s per image). "
         f"`ldps_fit` defaults except the named change: {defaults}. {args.threads} torch threads; load average "
         f"before {data['load_before']}, after {load_average()}.",
         "",
@@ -107,7 +128,7 @@ def main(argv=None) -> int:
         *rows,
         "",
         f"Command: `.venv/bin/python benchmarks/tune_ldps.py --n {args.n} --threads {args.threads} "
-        f"--priors {' '.join(args.priors)} --configs {' '.join(repr(c) for c in args.configs)} --name {args.name}`",
+        f"--priors {' '.join(args.priors)} --features {args.features} --configs {' '.join(repr(c) for c in args.configs)} --name {args.name}`",
         "",
     ]
     write_results(args.name, data, "\n".join(lines))

@@ -30,6 +30,7 @@ if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (  # noqa: E402
+    arn_detector,
     gt_path,
     taps_reader,
     image_path,
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     gts = [read_mask(gt_path("ECSSD", s)) for s in stems]
     read_taps = taps_reader(features, args.threads)
     feats = [read_taps(im) for im in images]
-    detectors = {"u2netp": u2netp_map, "contrast": contrast_saliency, "arn": _arn_detector(images)}
+    detectors = {"u2netp": u2netp_map, "contrast": contrast_saliency, "arn": arn_detector(args.threads)}
     top = max(args.iterations)
     data = {"model": str(args.model), "sha256": ref.digest, "n": len(stems), "load_before": load_average(),
             "priors": {}}
@@ -120,21 +121,6 @@ def main(argv=None) -> int:
     ]
     write_results(args.results, data, "\n".join(lines))
     return 0
-
-
-def _arn_detector(images):
-    """``image -> map`` of the shipped ARN model on the EfficientNet-Lite0 taps (as stage ``arn``)."""
-    from detect.arn import ArnNetwork, arn_saliency
-    from pipeline import models
-
-    read_taps = taps_reader("deep_features")
-    model = models.resolve("arn", "arn-duts").load()
-    network = ArnNetwork.from_state(model.arrays, model.hparams)
-
-    def detect(image):
-        return arn_saliency([read_taps(image)], network, [image.shape[:2]], batch_size=1)[0].astype(np.float32)
-
-    return detect
 
 
 def _row(prior, t, rule, e):

@@ -107,6 +107,7 @@ __all__ = [
     "guide_masks",
     "ldps_promote",
     "ldps_single",
+    "resolve_taps",
     "train_relation_network",
     "training_pairs",
     "weighted_prototype",
@@ -121,6 +122,20 @@ def _torch():
     import torch
 
     return torch
+
+
+def resolve_taps(taps: Sequence[str], available: Sequence[str]) -> tuple[str, ...]:
+    """The taps a network fuses: ``taps`` when given; when empty, the paper's strides
+    (:data:`DEFAULT_TAPS`) if ``available`` holds them all, otherwise every available tap (the
+    ``u2netp_features`` stage caches ``s4, s8, s16, s32``: no stride-2 tap)."""
+    if taps:
+        return tuple(taps)
+    available = tuple(available)
+    if all(t in available for t in DEFAULT_TAPS):
+        return DEFAULT_TAPS
+    if not available:
+        raise ValueError("taps: the features hold no tap")
+    return available
 
 
 # --------------------------------------------------------------------------- pure numpy parts
@@ -467,7 +482,7 @@ def train_relation_network(
     priors: Sequence[np.ndarray],
     *,
     tap_strides: Mapping[str, int],
-    taps: Sequence[str] = DEFAULT_TAPS,
+    taps: Sequence[str] = (),
     input_size: int = 224,
     channels: int = 32,
     hidden: int = 32,
@@ -498,7 +513,8 @@ def train_relation_network(
     tap_strides : dict of str -> int
         The stride of each tap.
     taps : sequence of str
-        The four taps used (default: strides 2, 4, 16, 32, those of the paper's MobileNetV2 layers).
+        The taps fused; empty (the default): :func:`resolve_taps` (strides 2, 4, 16, 32, those of
+        the paper's MobileNetV2 layers, when the features have them all).
     input_size : int
         The network input side the taps were computed at.
     channels, hidden : int
@@ -528,6 +544,7 @@ def train_relation_network(
         raise ValueError(f"features, priors: expected equal, non-zero lengths, got {len(features)}, {len(priors)}")
     epochs = check_int(epochs, "epochs", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
+    taps = resolve_taps(taps, list(tap_strides))
     missing = [t for t in taps if t not in tap_strides or t not in features[0]]
     if missing:
         raise ValueError(f"taps: {missing} are not in the features (they have {', '.join(sorted(tap_strides))})")
@@ -553,7 +570,7 @@ def train_relation_network(
 
 
 def ldps_single(features: Mapping[str, np.ndarray], prior: np.ndarray, *, tap_strides: Mapping[str, int],
-                taps: Sequence[str] = DEFAULT_TAPS, input_size: int = 224, channels: int = 32, hidden: int = 32,
+                taps: Sequence[str] = (), input_size: int = 224, channels: int = 32, hidden: int = 32,
                 aspp_stride: int = 2, learning_rate: float = 0.2, steps: int = 10, momentum: float = 0.9, weight_decay: float = 5e-3,
                 class_balance: bool = False, seed: int = 0) -> np.ndarray:
     """Fit LDPS on one image alone and promote its prior (the paper's DenseCRF comparison, Sec. 5.4).
@@ -566,6 +583,7 @@ def ldps_single(features: Mapping[str, np.ndarray], prior: np.ndarray, *, tap_st
     prior = check_map(prior, "prior")
     steps = check_int(steps, "steps", minimum=1)
     first = features
+    taps = resolve_taps(taps, list(tap_strides))
     missing = [t for t in taps if t not in tap_strides or t not in first]
     if missing:
         raise ValueError(f"taps: {missing} are not in the features (they have {', '.join(sorted(tap_strides))})")

@@ -1,7 +1,9 @@
 """LDPS promoter stages (Chen et al. 2020): deep relations learnt without ground truth.
 
 * ``ldps_fit`` (pool) trains the relation network (:func:`promote.train_relation_network`) on the
-  pool's ``deep_features`` and the maps of its ``prior`` stage alone, self-supervised: the paper's
+  pool's backbone taps (the stage named by ``features``: ``deep_features``, the frozen ImageNet
+  backbone, or ``u2netp_features``, the decoder of the saliency-trained U^2-Net-small) and the maps
+  of its ``prior`` stage alone, self-supervised: the paper's
   mode, which trains on the very images it then refines. ``--set ldps.model=train`` uses it (its
   prior follows ``ldps.prior`` unless ``ldps_fit.prior`` is set), and ``python -m pipeline train
   ldps`` writes a model file.
@@ -17,8 +19,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.registry import ModelSlot, Resources, Stage, param, register
+from pipeline.registry import FEATURE_STAGES, ModelSlot, Resources, Stage, param, register
 from promote.ldps import ldps_promote, ldps_single, train_relation_network
+
+LDPS_FEATURES = "deep_features"
+
+
+def ldps_feature_stage(model) -> str:
+    """The feature stage a model was trained on (models written before ``features`` existed: the
+    ImageNet backbone's ``deep_features``)."""
+    return model.meta.get("features", "deep_features")
 
 
 def _strides(features) -> dict[str, int]:
@@ -34,8 +44,11 @@ class LdpsFitParams:
     ----------
     prior : str
         The map stage whose maps guide the training pairs (``priors``: the user's ``--priors``).
+    features : str
+        The feature stage whose taps the network reads (``deep_features`` or ``u2netp_features``).
     taps : tuple of str
-        The four ``deep_features`` taps fused (strides of the paper's MobileNetV2 layers 0, 3, 13, 17).
+        The taps fused; empty: the strides of the paper's MobileNetV2 layers 0, 3, 13, 17 (2, 4, 16,
+        32) when the feature stage has them all, else every tap it caches.
     channels : int
         Width of the extractor's output (paper: 32).
     hidden : int
@@ -62,7 +75,8 @@ class LdpsFitParams:
     """
 
     prior: str = "u2netp"
-    taps: tuple[str, ...] = ("s2", "s4", "s16", "s32")
+    features: str = param(LDPS_FEATURES, choices=FEATURE_STAGES)
+    taps: tuple[str, ...] = ()
     channels: int = param(32, ge=1)
     hidden: int = param(32, ge=1)
     aspp_stride: int = param(2, choices=(1, 2, 4))
@@ -82,25 +96,27 @@ def run_ldps_fit(inputs, params: LdpsFitParams, ctx):
     """The pool's cached taps and prior maps -> an LDPS model (arrays + meta); no ground truth."""
     from pipeline.models import model_result
 
-    feats_all, priors = inputs["deep_features"], inputs[params.prior]
+    feats_all, priors = inputs[params.features], inputs[params.prior]
     stems = sorted(s for s in priors if s in feats_all)
     if not stems:
-        raise ValueError(f"ldps_fit: no image has both deep features and a {params.prior} map")
+        raise ValueError(f"ldps_fit: no image has both {params.features} taps and a {params.prior} map")
     kwargs = asdict(params)
     kwargs.pop("prior")
+    features = kwargs.pop("features")
     taps = tuple(kwargs.pop("taps"))
     feats, maps, strides = [], [], None
     for s in stems:
         art = feats_all[s]  # one read per image
         strides = strides or _strides(art)
         size = int(art["size"])
-        feats.append({t: art[t] for t in taps if t in art})
+        feats.append({t: art[t] for t in art if t not in ("strides", "size")})
         maps.append(np.asarray(priors[s]["map"], np.float32))
     res = train_relation_network(feats, maps, tap_strides=strides, taps=taps, input_size=size,
                                  device=ctx.device, **kwargs)
     net = res.network
     return model_result(net.state_arrays(), {
         "stage": "ldps",
+        "features": features,
         "hparams": net.hparams,
         "training": {"seconds": round(res.seconds, 1), "prior": params.prior,
                      "data": {"images": res.images, "skipped_without_guidance": res.skipped},
@@ -117,11 +133,14 @@ class LdpsParams:
     ----------
     prior : str
         The map stage to promote (``priors``: the user's ``--priors`` maps).
+    features : str
+        The feature stage the model reads; must be the one it was trained on.
     model : str
         ``train`` (fit by ``ldps_fit`` on this pool's priors), a model file, or a shipped model name.
     """
 
     prior: str = "u2netp"
+    features: str = param(LDPS_FEATURES, choices=FEATURE_STAGES)
     model: str = "ldps-duts"
 
 
@@ -132,8 +151,12 @@ def _relation_network(model):
 
 
 def run_ldps(inputs, params: LdpsParams, ctx):
+    trained_on = ldps_feature_stage(ctx.model.load())
+    if trained_on != params.features:
+        raise ValueError(f"ldps.model {ctx.model.name!r} was trained on {trained_on}, but ldps.features = "
+                         f"{params.features!r}: set --set ldps.features={trained_on}")
     network = ctx.model.build(_relation_network, ctx.device)
-    return {"map": ldps_promote(inputs["deep_features"], inputs[params.prior]["map"], network, device=ctx.device)}
+    return {"map": ldps_promote(inputs[params.features], inputs[params.prior]["map"], network, device=ctx.device)}
 
 
 @dataclass(frozen=True)
@@ -144,8 +167,10 @@ class LdpsSingleParams:
     ----------
     prior : str
         The map stage to promote (``priors``: the user's ``--priors`` maps).
+    features : str
+        The feature stage whose taps the network reads (``deep_features`` or ``u2netp_features``).
     taps : tuple of str
-        The four ``deep_features`` taps fused.
+        The taps fused; empty: as ``ldps_fit.taps``.
     learning_rate : float
         SGD's learning rate (paper: 0.2).
     steps : int
@@ -155,32 +180,33 @@ class LdpsSingleParams:
     """
 
     prior: str = "u2netp"
-    taps: tuple[str, ...] = ("s2", "s4", "s16", "s32")
+    features: str = param(LDPS_FEATURES, choices=FEATURE_STAGES)
+    taps: tuple[str, ...] = ()
     learning_rate: float = param(0.2, gt=0)
     steps: int = param(10, ge=1)
     seed: int = param(0, ge=0)
 
 
 def run_ldps_single(inputs, params: LdpsSingleParams, ctx):
-    feats = inputs["deep_features"]
+    feats = inputs[params.features]
     return {"map": ldps_single(feats, inputs[params.prior]["map"], tap_strides=_strides(feats), taps=params.taps,
                                input_size=int(feats["size"]), learning_rate=params.learning_rate,
                                steps=params.steps, seed=params.seed)}
 
 
 register(Stage(
-    name="ldps_fit", version="1", inputs=("deep_features",), params=LdpsFitParams, granularity="pool",
-    func=run_ldps_fit, method=train_relation_network, prior_params=("prior",),
+    name="ldps_fit", version="2", inputs=(), params=LdpsFitParams, granularity="pool",
+    func=run_ldps_fit, method=train_relation_network, prior_params=("prior",), feature_params=("features",),
     resources=Resources(wants_gpu=True),
     doc="train the LDPS relation network on the pool's deep features and prior maps (self-supervised)",
 ))
 register(Stage(
-    name="ldps", version="1", inputs=("deep_features",), params=LdpsParams, granularity="image", func=run_ldps,
-    produces_map=True, prior_params=("prior",), learned=ModelSlot(trainer="ldps_fit"),
+    name="ldps", version="2", inputs=(), params=LdpsParams, granularity="image", func=run_ldps,
+    produces_map=True, prior_params=("prior",), feature_params=("features",), learned=ModelSlot(trainer="ldps_fit"),
     doc="LDPS promoter: a discriminator of deep relations to confident foreground, merged by confidence",
 ))
 register(Stage(
-    name="ldps_single", version="1", inputs=("deep_features",), params=LdpsSingleParams, granularity="image",
-    func=run_ldps_single, method=ldps_single, produces_map=True, prior_params=("prior",),
+    name="ldps_single", version="2", inputs=(), params=LdpsSingleParams, granularity="image",
+    func=run_ldps_single, method=ldps_single, produces_map=True, prior_params=("prior",), feature_params=("features",),
     doc="LDPS fitted on each image alone (10 SGD steps) and applied to it",
 ))

@@ -354,3 +354,13 @@ def test_the_class_balanced_loss_with_one_pair_of_each_class_is_the_mean_of_thei
         0.5 * (bce_pos + bce_neg), rel=1e-5)
     assert float(_pair_loss(torch, logits, pos, neg, class_balance=False)) == pytest.approx(
         0.5 * (bce_pos + bce_neg), rel=1e-5)
+
+
+def test_default_taps_are_the_papers_strides_when_all_are_cached_else_every_tap():
+    from promote.ldps import DEFAULT_TAPS, resolve_taps
+
+    assert resolve_taps((), ["s2", "s4", "s8", "s16", "s32"]) == DEFAULT_TAPS == ("s2", "s4", "s16", "s32")
+    assert resolve_taps((), ["s4", "s8", "s16", "s32"]) == ("s4", "s8", "s16", "s32")  # U2-Netp's cache
+    assert resolve_taps(("s8",), ["s4", "s8"]) == ("s8",)
+    with pytest.raises(ValueError, match="no tap"):
+        resolve_taps((), [])

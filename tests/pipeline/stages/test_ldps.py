@@ -73,3 +73,33 @@ def test_the_trainer_follows_the_promoters_prior_unless_its_own_is_set():
     assert params["ldps_fit"].prior == "contrast" and params["ldps"].prior == "priors"
     params, _ = build_params(None, [])
     assert params["ldps_fit"].prior == params["ldps"].prior == "u2netp"
+
+
+def test_ldps_trains_and_promotes_on_u2netp_features(tmp_path):
+    from pipeline.cache import Cache
+    from pipeline.models import load_model
+
+    imgs, _ = _pool(tmp_path / "A", 0)
+    priors = _priors(tmp_path / "maps", imgs)
+    sets = ["ldps.model=train", "ldps.prior=priors", "ldps.features=u2netp_features", "ldps_fit.epochs=1",
+            "ldps_fit.batch_size=2", "ldps_fit.channels=4", "ldps_fit.hidden=4"]
+    stages, _, _ = run_stages(["ldps", "ldps_single"], tmp_path / "o", [*sets, "ldps_single.features=u2netp_features",
+                                                                       "ldps_single.steps=2"], pool=imgs, priors=priors)
+    # The trainer follows ldps.features; no stage reads the ImageNet backbone's taps.
+    assert stages["u2netp_features"].computed == 4 and stages["ldps_fit"].computed == 1
+    assert stages["ldps"].computed == 4 and stages["ldps_single"].computed == 4 and "deep_features" not in stages
+    model = load_model(next((Cache(tmp_path / "o").root / "ldps_fit").glob("*.npz")))
+    # U2-Netp caches no stride-2 tap: the network fuses the four it has, on the 320 / 4 grid.
+    assert model.meta["features"] == "u2netp_features" and model.hparams["input_size"] == 320
+    assert model.hparams["taps"] == ["s4", "s8", "s16", "s32"]
+
+
+def test_ldps_refuses_features_its_model_was_not_trained_on(tmp_path):
+    imgs, _ = _pool(tmp_path / "A", 0, n=1)
+    priors = _priors(tmp_path / "maps", imgs)
+    # ldps-duts was trained on deep_features (its meta predates the field: the fallback says so).
+    stages, _, report = run_stages(["ldps"], tmp_path / "o", ["ldps.prior=priors", "ldps.features=u2netp_features",
+                                                              "ldps.model=ldps-duts"], pool=imgs, priors=priors)
+    assert stages["ldps"].failed == 1
+    assert any("trained on deep_features" in p and "--set ldps.features=deep_features" in p
+               for p in report.problems)
