@@ -7,12 +7,16 @@ ECSSD test: the project's u2netp, contrast and gradsal maps), the rows are:
 * ``+crf``: :func:`promote.dense_crf` with the ``crf`` stage's defaults (the baseline);
 * ``+ldps (pool)``: the paper's mode: :func:`promote.train_relation_network` trained self-supervised
   on the very images and priors it then refines (no ground truth), with the ``ldps_fit`` defaults;
-* ``+ldps (shipped)``: the model shipped in the package (trained on DUTS-TR images with u2netp
-  priors), unless ``--no-shipped``;
-* ``+ldps_single``: :func:`promote.ldps_single`, a fresh network fitted on each image alone.
+* ``+ldps (shipped)``: a model shipped in the package (``--model``, default ``ldps-duts``: trained on
+  DUTS-TR images with u2netp priors), on the feature stage it was trained on, unless ``--no-shipped``;
+* ``+ldps_single``: :func:`promote.ldps_single`, a fresh network fitted on each image alone;
+* with ``--fusion``, ``mean with u2netp``: the prior averaged with U^2-Net-small's map, the baseline
+  for features that come from that network (``--features u2netp_features``).
 
 Scores: max F, adaptive F, MAE, S-measure (pysodmetrics, GT at 128) and seconds per image. The
-backbone taps are the ``deep_features`` defaults (EfficientNet-Lite0 at 224). A second table gives
+backbone taps of the pool and single-image rows are those of the feature stage ``--features`` with
+its defaults (``deep_features``: EfficientNet-Lite0 at 224), computed by the stage's own function.
+``--no-crf`` leaves out the dense-CRF rows (they do not depend on the features). A second table gives
 the inference speed of the promotion at 256 x 256 (taps at 256, so the fused grid is 128 x 128),
 batch 1 and batch 8, head only (taps given) and with the backbone.
 
@@ -27,7 +31,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_ldps.py [--datasets SOD ECSSD] [--ecssd-maps DIR] [--threads 2]
 
-Writes ``benchmarks/results/ldps.{json,md}``.
+Writes ``benchmarks/results/ldps.{json,md}`` (``--results NAME``: ``NAME.{json,md}``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ if not __package__:  # run as a script: make the repository root importable
 
 from benchmarks._common import (  # noqa: E402
     dataset_dir,
+    feature_input_size,
     gt_path,
     image_path,
     load_average,
@@ -52,6 +57,7 @@ from benchmarks._common import (  # noqa: E402
     read_rgb,
     sod_scores,
     split_stems,
+    taps_reader,
     write_results,
 )
 
@@ -61,14 +67,13 @@ DURATION = "~60 min on 2 cores (9 priors x crf, pool training, single-image fits
 PAPER_PICANET_ECSSD = ((0.8872, 0.0456), (0.9096, 0.0406))
 
 
-def _taps(net, images, taps, size):
-    from backbones import extract_features
-
-    out = []
-    for im in images:
-        f = extract_features(net, [im], taps=taps, batch_size=1, size=size)
-        out.append({t: f[t][0].astype(np.float16) for t in taps})
-    return out
+def _taps(features, images, threads):
+    """The feature stage's cached taps of every image, seconds per image, its input size and strides."""
+    read = taps_reader(features, threads)
+    t0 = time.perf_counter()
+    out = [read(im) for im in images]
+    seconds = (time.perf_counter() - t0) / max(len(images), 1)
+    return out, seconds, feature_input_size(features), {t: int(t[1:]) for t in out[0]}  # taps named by stride
 
 
 def _priors(dataset, stems, images, gts, ecssd_maps):
@@ -159,6 +164,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="only the first N images of each dataset (a smoke run)")
     ap.add_argument("--no-shipped", action="store_true", help="leave out the shipped model's rows")
+    ap.add_argument("--model", default="ldps-duts", help="the shipped model (or model file) of the shipped rows")
+    ap.add_argument("--features", default="deep_features", choices=("deep_features", "u2netp_features"),
+                    help="the feature stage of the pool-mode and single-image rows")
+    ap.add_argument("--fusion", action="store_true", help="add the rows of each prior averaged with u2netp's map")
+    ap.add_argument("--no-crf", action="store_true", help="leave out the dense-CRF rows")
+    ap.add_argument("--results", default=None, help="results file name (default: ldps, or ldps_shipped)")
     ap.add_argument("--speed-only", action="store_true",
                     help="only the speed table, with the shipped model (written to ldps_speed.{md,json})")
     ap.add_argument("--only-shipped", action="store_true",
@@ -176,10 +187,10 @@ def main(argv=None) -> int:
     from pipeline import models
     from pipeline.registry import params_as_dict
     from pipeline.stages.features import DeepFeaturesParams
-    from pipeline.stages.ldps import LdpsFitParams, LdpsSingleParams
+    from pipeline.stages.ldps import LdpsFitParams, LdpsSingleParams, ldps_feature_stage
     from pipeline.stages.promote import CrfParams
     from promote import dense_crf
-    from promote.ldps import RelationNetwork, ldps_promote, ldps_single, train_relation_network
+    from promote.ldps import RelationNetwork, ldps_promote, ldps_single, resolve_taps, train_relation_network
 
     warnings.simplefilter("ignore")  # the "no confident foreground" notices are counted instead
     torch.set_num_threads(args.threads)
@@ -187,16 +198,19 @@ def main(argv=None) -> int:
     backbone = load_backbone(fp.backbone, device="cpu")
     fit_kwargs = params_as_dict(LdpsFitParams())
     fit_kwargs.pop("prior")
+    fit_kwargs.pop("features")
     taps = tuple(fit_kwargs.pop("taps"))
     single = params_as_dict(LdpsSingleParams())
     single.pop("prior")
+    single.pop("features")
     crf_kwargs = params_as_dict(CrfParams())
     crf_kwargs.pop("prior")
-    shipped = None
+    shipped, shipped_features = None, None
     if not args.no_shipped:
-        ref = models.resolve("ldps", "ldps-duts")
+        ref = models.resolve("ldps", args.model)
         m = ref.load()
         shipped = RelationNetwork.from_state(m.arrays, m.hparams)
+        shipped_features = ldps_feature_stage(m)
 
     if args.speed_only:
         images = [read_rgb(image_path("SOD", s)) for s in split_stems("SOD", "test")[:16]]
@@ -222,41 +236,52 @@ def main(argv=None) -> int:
             stems = stems[:args.limit]
         gts = [read_mask(gt_path(dataset, s)) for s in stems]
         images = [read_rgb(image_path(dataset, s)) for s in stems]
-        t0 = time.perf_counter()
-        feats = _taps(backbone, images, taps, fp.size)
-        feat_s = (time.perf_counter() - t0) / len(stems)
-        strides = {t: s for t, s in backbone.tap_strides.items() if t in taps}
+        feats, feat_s, size, strides = _taps(args.features, images, args.threads)
+        taps = resolve_taps(taps, list(strides))
+        ship_feats = feats
+        if shipped is not None and shipped_features != args.features:
+            ship_feats = _taps(shipped_features, images, args.threads)[0]
         priors = _priors(dataset, stems, images, gts, args.ecssd_maps)
-        entry = {"features_s_per_image": feat_s, "priors": {}}
+        u2 = None
+        if args.fusion:
+            from detect.u2netp import u2netp_map
+
+            u2 = priors["u2netp"] if "u2netp" in priors else [u2netp_map(im) for im in images]
+        entry = {"features_s_per_image": feat_s, "features": args.features, "taps": list(taps), "priors": {}}
         rows = []
         for method, pri in priors.items():
             res = {"prior": sod_scores(pri, gts, s_measure=True)}
+            if u2 is not None and method != "u2netp":
+                res["mean with u2netp"] = sod_scores([(p + q) / 2 for p, q in zip(pri, u2)], gts, s_measure=True)
             if args.only_shipped:
-                out, s = _timed(lambda f, p: ldps_promote(f, p, shipped), list(zip(feats, pri)))
+                out, s = _timed(lambda f, p: ldps_promote(f, p, shipped), list(zip(ship_feats, pri)))
                 res["ldps (shipped)"] = {**sod_scores(out, gts, s_measure=True), "s_per_image": s}
                 entry["priors"][method] = res
                 rows += _rows(method, res)
                 print(dataset, method, res, flush=True)
                 continue
-            crf, s = _timed(lambda im, p: dense_crf(im, p, **crf_kwargs), list(zip(images, pri)))
-            res["crf"] = {**sod_scores(crf, gts, s_measure=True), "s_per_image": s}
+            if not args.no_crf:
+                crf, s = _timed(lambda im, p: dense_crf(im, p, **crf_kwargs), list(zip(images, pri)))
+                res["crf"] = {**sod_scores(crf, gts, s_measure=True), "s_per_image": s}
             t0 = time.perf_counter()
-            fit = train_relation_network(feats, pri, tap_strides=strides, taps=taps, input_size=fp.size, **fit_kwargs)
+            fit = train_relation_network(feats, pri, tap_strides=strides, taps=taps, input_size=size, **fit_kwargs)
             train_s = time.perf_counter() - t0
             out, s = _timed(lambda f, p: ldps_promote(f, p, fit.network), list(zip(feats, pri)))
             n_fg = sum(int((p > fit.network.hparams["theta_fg"]).any()) for p in pri)
             res["ldps (pool)"] = {**sod_scores(out, gts, s_measure=True), "s_per_image": s,
                                   "train_s": train_s, "trained_on": fit.images, "no_fg": len(pri) - n_fg}
             if shipped is not None:
-                out, s = _timed(lambda f, p: ldps_promote(f, p, shipped), list(zip(feats, pri)))
+                out, s = _timed(lambda f, p: ldps_promote(f, p, shipped), list(zip(ship_feats, pri)))
                 res["ldps (shipped)"] = {**sod_scores(out, gts, s_measure=True), "s_per_image": s}
             if args.single_n:
                 sub = np.sort(np.random.default_rng(0).choice(len(stems), min(args.single_n, len(stems)), replace=False))
                 sub_gts = [gts[i] for i in sub]
                 n = len(sub)
                 res[f"prior ({n} images)"] = sod_scores([pri[i] for i in sub], sub_gts, s_measure=True)
-                res[f"crf ({n} images)"] = sod_scores([crf[i] for i in sub], sub_gts, s_measure=True)
-                out, s = _timed(lambda f, p: ldps_single(f, p, tap_strides=strides, input_size=fp.size, **single),
+                if not args.no_crf:
+                    res[f"crf ({n} images)"] = sod_scores([crf[i] for i in sub], sub_gts, s_measure=True)
+                out, s = _timed(lambda f, p: ldps_single(f, p, tap_strides=strides, taps=taps, input_size=size,
+                                                         **{k: v for k, v in single.items() if k != "taps"}),
                                 [(feats[i], pri[i]) for i in sub])
                 res[f"ldps_single ({n} images)"] = {**sod_scores(out, sub_gts, s_measure=True), "s_per_image": s}
             entry["priors"][method] = res
@@ -266,22 +291,27 @@ def main(argv=None) -> int:
         md_tables += [
             f"## {dataset} {split} ({len(stems)} images)",
             "",
-            f"Backbone taps {feat_s:.3f} s per image (not included in the seconds column).",
+            f"Backbone taps (`{args.features}`: {', '.join(taps)}) {feat_s:.3f} s per image (not included in the "
+            "seconds column).",
             "",
             "| map | max F | adaptive F | MAE | S-measure | change of adaptive F / MAE | s per image |",
             "|---|---|---|---|---|---|---|",
             *rows,
             "",
         ]
-    speed = [] if args.only_shipped else _speed(backbone, shipped if shipped is not None else fit.network, images,
-                                                args.threads)
+    # The speed table times the EfficientNet-Lite0 taps: only for a network that reads them.
+    speed_net, speed_features = (shipped, shipped_features) if shipped is not None else (fit.network, args.features)
+    speed = ([] if args.only_shipped or speed_features != "deep_features"
+             else _speed(backbone, speed_net, images, args.threads))
     data["speed_256"] = speed
     data["load_after"] = load_average()
     lines = [
         "# LDPS: priors before and after promotion, against the dense-CRF baseline",
         "",
         f"Pool mode trains self-supervised on each dataset's own images and priors (the paper's protocol; "
-        f"no ground truth is used), with the `ldps_fit` defaults. CPU, {args.threads} torch threads; "
+        f"no ground truth is used), with the `ldps_fit` defaults on `{args.features}`"
+        + (f"; the shipped rows: `{args.model}` on `{shipped_features}`" if shipped is not None else "")
+        + f". CPU, {args.threads} torch threads; "
         f"load average before {data['load_before']}, after {data['load_after']} (a shared machine).",
         "",
         *md_tables,
@@ -294,16 +324,19 @@ def main(argv=None) -> int:
            ""] if speed else []),
         f"Command: `.venv/bin/python benchmarks/bench_ldps.py --datasets {' '.join(args.datasets)}"
         + (" --ecssd-maps ECSSD_TEST_RUN" if args.ecssd_maps else "") + f" --threads {args.threads}"
-        + (" --no-shipped" if args.no_shipped else "") + (" --only-shipped" if args.only_shipped else "")
-        + f" --single-n {args.single_n}`",
+        + (" --no-shipped" if args.no_shipped else f" --model {args.model}")
+        + (" --only-shipped" if args.only_shipped else "") + f" --features {args.features}"
+        + (" --fusion" if args.fusion else "") + (" --no-crf" if args.no_crf else "")
+        + f" --single-n {args.single_n}" + (f" --results {args.results}" if args.results else "") + "`",
         "",
     ]
     if args.only_shipped:
-        lines[0] = "# LDPS: the shipped model `ldps-duts` on the priors of SOD and ECSSD test"
+        lines[0] = f"# LDPS: the shipped model `{args.model}` on the priors of SOD and ECSSD test"
         lines[2] = (f"The model shipped in the package (trained self-supervised on DUTS-TR images with u2netp priors; "
-                    f"its card: `pipeline/shipped_models/ldps-duts.md`). CPU, {args.threads} torch threads; load "
-                    f"average before {data['load_before']}, after {data['load_after']}.")
-    write_results("ldps_shipped" if args.only_shipped else "ldps", data, "\n".join(lines))
+                    f"its card: `pipeline/shipped_models/{args.model}.md`), on `{shipped_features}`. CPU, "
+                    f"{args.threads} torch threads; load average before {data['load_before']}, after "
+                    f"{data['load_after']}.")
+    write_results(args.results or ("ldps_shipped" if args.only_shipped else "ldps"), data, "\n".join(lines))
     return 0
 
 
