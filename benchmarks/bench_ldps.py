@@ -121,19 +121,33 @@ def _rows(method, res):
     return rows
 
 
-def _speed(net, network, images, threads):
-    """Images per second of LDPS inference at 256 x 256: head only and with the backbone."""
+def _speed(net, network, features, images, threads):
+    """Images per second of LDPS inference at 256 x 256: head only and with the backbone's taps
+    (``features``: ``deep_features``, EfficientNet-Lite0 ``net`` run at 256; ``u2netp_features``,
+    U2-Netp, which resizes every image to its 320 x 320 input)."""
+    import cv2
     import torch
 
     from backbones import extract_features
-    from promote.ldps import DEFAULT_TAPS, RelationNetwork, ldps_promote_batch
+    from detect.u2netp import u2netp_features
+    from promote.ldps import RelationNetwork, ldps_promote_batch
 
     torch.set_num_threads(threads)
-    hp = dict(network.hparams, input_size=256)
-    net256 = RelationNetwork.create(taps=hp["taps"], tap_channels=hp["tap_channels"], tap_strides=hp["tap_strides"],
-                                    channels=hp["channels"], hidden=hp["hidden"], input_size=256)
-    net256.module.load_state_dict(network.module.state_dict())  # a fully convolutional head: any input size
-    import cv2
+    taps = network.hparams["taps"]
+    if features == "u2netp_features":
+        head = network
+
+        def extract(batch_images):
+            return u2netp_features(batch_images, taps=taps, threads=threads)
+    else:
+        hp = dict(network.hparams, input_size=256)
+        head = RelationNetwork.create(taps=hp["taps"], tap_channels=hp["tap_channels"], tap_strides=hp["tap_strides"],
+                                      channels=hp["channels"], hidden=hp["hidden"], input_size=256)
+        head.module.load_state_dict(network.module.state_dict())  # a fully convolutional head: any input size
+
+        def extract(batch_images):
+            f = extract_features(net, batch_images, taps=taps, batch_size=len(batch_images), size=256)
+            return [{t: f[t][i] for t in taps} for i in range(len(batch_images))]
 
     ims = [cv2.resize(im, (256, 256)) for im in images[:16]]
     priors = [np.clip(cv2.GaussianBlur(np.asarray(im[..., 0], np.float32) / 255.0, (0, 0), 8) * 1.6, 0, 1)
@@ -145,11 +159,10 @@ def _speed(net, network, images, threads):
             t0 = time.perf_counter()
             feats = []
             for s in range(0, len(ims), batch):
-                f = extract_features(net, ims[s:s + batch], taps=DEFAULT_TAPS, batch_size=batch, size=256)
-                feats += [{t: f[t][i] for t in DEFAULT_TAPS} for i in range(len(ims[s:s + batch]))]
+                feats += extract(ims[s:s + batch])
             t1 = time.perf_counter()
             for s in range(0, len(ims), batch):
-                ldps_promote_batch(feats[s:s + batch], priors[s:s + batch], net256)
+                ldps_promote_batch(feats[s:s + batch], priors[s:s + batch], head)
             t2 = time.perf_counter()
             best_head = min(best_head, (t2 - t1) / len(ims))
             best_all = min(best_all, (t2 - t0) / len(ims))
@@ -215,15 +228,16 @@ def main(argv=None) -> int:
     if args.speed_only:
         images = [read_rgb(image_path("SOD", s)) for s in split_stems("SOD", "test")[:16]]
         before = load_average()
-        speed = _speed(backbone, shipped, images, args.threads)
-        lines = [f"# LDPS inference speed at 256 x 256 ({args.threads} threads, shipped model, 16 SOD images, "
-                 "best of 3 rounds)", "", f"Load average before {before}, after {load_average()}.", "",
-                 "| batch | images/s, LDPS head on cached taps | images/s, with the EfficientNet-Lite0 taps |",
+        speed = _speed(backbone, shipped, shipped_features, images, args.threads)
+        lines = [f"# LDPS inference speed at 256 x 256 ({args.threads} threads, shipped model `{args.model}`, "
+                 "16 SOD images, best of 3 rounds)", "", f"Load average before {before}, after {load_average()}.", "",
+                 f"| batch | images/s, LDPS head on cached taps | images/s, with the `{shipped_features}` taps |",
                  "|---|---|---|",
                  *[f"| {r['batch']} | {r['head_images_per_s']:.1f} | {r['with_backbone_images_per_s']:.1f} |"
                    for r in speed], "",
-                 f"Command: `.venv/bin/python benchmarks/bench_ldps.py --speed-only --threads {args.threads}`", ""]
-        write_results("ldps_speed", {"speed_256": speed, "threads": args.threads, "load_before": before},
+                 f"Command: `.venv/bin/python benchmarks/bench_ldps.py --speed-only --model {args.model} "
+                 f"--threads {args.threads}`", ""]
+        write_results(args.results or "ldps_speed", {"speed_256": speed, "threads": args.threads, "load_before": before},
                       "\n".join(lines))
         return 0
 
@@ -299,10 +313,8 @@ def main(argv=None) -> int:
             *rows,
             "",
         ]
-    # The speed table times the EfficientNet-Lite0 taps: only for a network that reads them.
     speed_net, speed_features = (shipped, shipped_features) if shipped is not None else (fit.network, args.features)
-    speed = ([] if args.only_shipped or speed_features != "deep_features"
-             else _speed(backbone, speed_net, images, args.threads))
+    speed = [] if args.only_shipped else _speed(backbone, speed_net, speed_features, images, args.threads)
     data["speed_256"] = speed
     data["load_after"] = load_average()
     lines = [
@@ -317,7 +329,7 @@ def main(argv=None) -> int:
         *md_tables,
         *([f"## Inference speed at 256 x 256 ({args.threads} threads)",
            "",
-           "| batch | images/s, LDPS head on cached taps | images/s, with the EfficientNet-Lite0 taps |",
+           f"| batch | images/s, LDPS head on cached taps | images/s, with the `{speed_features}` taps |",
            "|---|---|---|",
            *[f"| {r['batch']} | {r['head_images_per_s']:.1f} | {r['with_backbone_images_per_s']:.1f} |"
              for r in speed],

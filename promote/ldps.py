@@ -26,9 +26,19 @@ Equations implemented
 
 Decisions the paper leaves open, or that this machine forces
 ------------------------------------------------------------
-* **Backbone.** Frozen: the cached ``deep_features`` taps (224 x 224 input by default, so the fused
-  map is 112 x 112), not a fine-tuned MobileNetV2; only the fusion, ASPP and discriminator learn.
-  With a frozen backbone the paper's "5e-3 for the rest components" is the learning rate.
+* **Backbone.** Frozen, not a fine-tuned MobileNetV2; only the fusion, ASPP and discriminator
+  learn. With a frozen backbone the paper's "5e-3 for the rest components" is the learning rate.
+  The taps are those of a feature stage (the ``features`` parameter of the LDPS stages): the
+  decoder of the saliency-trained U^2-Net-small (``u2netp_features``: ``s4, s8, s16, s32`` at a
+  320 x 320 input, 64 channels each, so the fused grid is 80 x 80; it caches no stride-2 tap, so
+  :func:`resolve_taps` takes the four it has) or the ImageNet EfficientNet-Lite0
+  (``deep_features``: the paper's strides ``s2, s4, s16, s32`` at 224 x 224, a 112 x 112 grid).
+  The paper's backbone is trained for saliency too (fine-tuned on the task), which a frozen
+  ImageNet network is not. On ECSSD train (500 images, pool mode, defaults;
+  ``benchmarks/results/tune_ldps_u2netp.md`` and ``tune_ldps_deep.md``) the U^2-Net taps give
+  adaptive F / MAE 0.9123 / 0.0402 on u2netp priors (ImageNet taps 0.9123 / 0.0408), 0.7176 /
+  0.2187 on contrast priors (0.6179 / 0.2238) and 0.8523 / 0.0521 on the shipped ARN detector's
+  priors (0.8386 / 0.0641; prior 0.8076 / 0.0750), and train faster (a coarser grid).
 * **Fusion.** "Upsample, concatenate, 1 x 1 convolution" is computed as one 1 x 1 convolution per
   tap at the tap's own resolution, upsampled and summed: bilinear upsampling and a 1 x 1 convolution
   commute, so this is the same function at a fraction of the cost (no 472-channel map at half
