@@ -7,7 +7,7 @@ ECSSD test: the project's u2netp, contrast and gradsal maps), the rows are:
 * ``+crf``: :func:`promote.dense_crf` with the ``crf`` stage's defaults (the baseline);
 * ``+ldps (pool)``: the paper's mode: :func:`promote.train_relation_network` trained self-supervised
   on the very images and priors it then refines (no ground truth), with the ``ldps_fit`` defaults;
-* ``+ldps (shipped)``: a model shipped in the package (``--model``, default ``ldps-duts``: trained on
+* ``+ldps (shipped)``: a model shipped in the package (``--model``, default ``ldps-u2netp-duts``: trained on
   DUTS-TR images with u2netp priors), on the feature stage it was trained on, unless ``--no-shipped``;
 * ``+ldps_single``: :func:`promote.ldps_single`, a fresh network fitted on each image alone;
 * with ``--fusion``, ``mean with u2netp``: the prior averaged with U^2-Net-small's map, the baseline
@@ -15,7 +15,8 @@ ECSSD test: the project's u2netp, contrast and gradsal maps), the rows are:
 
 Scores: max F, adaptive F, MAE, S-measure (pysodmetrics, GT at 128) and seconds per image. The
 backbone taps of the pool and single-image rows are those of the feature stage ``--features`` with
-its defaults (``deep_features``: EfficientNet-Lite0 at 224), computed by the stage's own function.
+its defaults (the default ``u2netp_features``: U^2-Net-small's decoder at 320; ``deep_features``:
+EfficientNet-Lite0 at 224), computed by the stage's own function.
 ``--no-crf`` leaves out the dense-CRF rows (they do not depend on the features). A second table gives
 the inference speed of the promotion at 256 x 256 (taps at 256, so the fused grid is 128 x 128),
 batch 1 and batch 8, head only (taps given) and with the backbone.
@@ -177,8 +178,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="only the first N images of each dataset (a smoke run)")
     ap.add_argument("--no-shipped", action="store_true", help="leave out the shipped model's rows")
-    ap.add_argument("--model", default="ldps-duts", help="the shipped model (or model file) of the shipped rows")
-    ap.add_argument("--features", default="deep_features", choices=("deep_features", "u2netp_features"),
+    ap.add_argument("--model", default="ldps-u2netp-duts", help="the shipped model (or model file) of the shipped rows")
+    ap.add_argument("--features", default="u2netp_features", choices=("deep_features", "u2netp_features"),
                     help="the feature stage of the pool-mode and single-image rows")
     ap.add_argument("--fusion", action="store_true", help="add the rows of each prior averaged with u2netp's map")
     ap.add_argument("--no-crf", action="store_true", help="leave out the dense-CRF rows")

@@ -8,7 +8,8 @@
   prior follows ``ldps.prior`` unless ``ldps_fit.prior`` is set), and ``python -m pipeline train
   ldps`` writes a model file.
 * ``ldps`` (image) promotes a prior with a trained network (:func:`promote.ldps_promote`); by default
-  the model shipped in the package, so it runs on any pool.
+  the model shipped in the package (``ldps-u2netp-duts``, on ``u2netp_features``; ``ldps-duts``
+  reads ``deep_features``: ``--set ldps.features=deep_features``), so it runs on any pool.
 * ``ldps_single`` (image) fits a fresh network on each image alone and promotes its prior
   (:func:`promote.ldps_single`; the paper's comparison with a dense CRF: lr 0.2, 10 steps).
 """
@@ -22,7 +23,7 @@ import numpy as np
 from pipeline.registry import FEATURE_STAGES, ModelSlot, Resources, Stage, param, register
 from promote.ldps import ldps_promote, ldps_single, train_relation_network
 
-LDPS_FEATURES = "deep_features"
+LDPS_FEATURES = "u2netp_features"
 
 
 def ldps_feature_stage(model) -> str:
@@ -141,7 +142,7 @@ class LdpsParams:
 
     prior: str = "u2netp"
     features: str = param(LDPS_FEATURES, choices=FEATURE_STAGES)
-    model: str = "ldps-duts"
+    model: str = "ldps-u2netp-duts"
 
 
 def _relation_network(model):
@@ -168,7 +169,9 @@ class LdpsSingleParams:
     prior : str
         The map stage to promote (``priors``: the user's ``--priors`` maps).
     features : str
-        The feature stage whose taps the network reads (``deep_features`` or ``u2netp_features``).
+        The feature stage whose taps the network reads: ``deep_features`` (the ImageNet backbone;
+        the pool mode's comparison with U2-Netp's taps was not made for the single-image mode) or
+        ``u2netp_features``.
     taps : tuple of str
         The taps fused; empty: as ``ldps_fit.taps``.
     learning_rate : float
@@ -180,7 +183,7 @@ class LdpsSingleParams:
     """
 
     prior: str = "u2netp"
-    features: str = param(LDPS_FEATURES, choices=FEATURE_STAGES)
+    features: str = param("deep_features", choices=FEATURE_STAGES)
     taps: tuple[str, ...] = ()
     learning_rate: float = param(0.2, gt=0)
     steps: int = param(10, ge=1)

@@ -43,15 +43,24 @@ def test_ldps_trains_on_the_pools_own_priors_without_ground_truth(tmp_path):
 def test_the_shipped_ldps_model_and_the_single_image_mode_run_on_a_plain_pool(tmp_path):
     from pipeline import models
 
-    entry = models.shipped_models()["ldps-duts"]
-    assert entry.stage == "ldps" and entry.card is not None and entry.card.is_file()
+    for name in ("ldps-u2netp-duts", "ldps-duts"):
+        entry = models.shipped_models()[name]
+        assert entry.stage == "ldps" and entry.card is not None and entry.card.is_file()
     imgs, gt = _pool(tmp_path / "A", 0, n=1)
     stages, _, _ = run_stages(["ldps", "ldps_single"], tmp_path / "o", ["ldps_single.steps=3"], pool=imgs)
     assert stages["ldps"].computed == 1 and stages["ldps_single"].computed == 1 and stages["u2netp"].computed == 1
+    # The default model reads the U2-Netp decoder taps; the single-image mode the ImageNet backbone's.
+    assert stages["u2netp_features"].computed == 1 and stages["deep_features"].computed == 1
     mask = np.asarray(Image.open(gt / "im0.png")) > 128
-    for stage in ("ldps", "ldps_single"):
-        out = np.asarray(Image.open(tmp_path / "o" / stage / "im0.png"), np.float32) / 255
-        assert out[mask].mean() > out[~mask].mean() + 0.3, stage  # the bright square is the object
+    out = np.asarray(Image.open(tmp_path / "o" / "ldps_single" / "im0.png"), np.float32) / 255
+    assert out[mask].mean() > out[~mask].mean() + 0.3  # the bright square is the object
+    # U2-Netp hardly sees this synthetic square (mean 0.29 inside, one pixel above theta_fg), and
+    # its taps carry the same view; the ImageNet taps of ldps-duts relate the square to that pixel.
+    stages, _, _ = run_stages(["ldps"], tmp_path / "o2", ["ldps.model=ldps-duts", "ldps.features=deep_features"],
+                              pool=imgs)
+    out = np.asarray(Image.open(tmp_path / "o2" / "ldps" / "im0.png"), np.float32) / 255
+    assert out[mask].mean() > out[~mask].mean() + 0.3
+    assert stages["ldps"].computed == 1 and stages["deep_features"].computed == 1 and "u2netp_features" not in stages
 
 
 def test_a_prior_without_confident_foreground_is_kept_with_a_notice(tmp_path):
