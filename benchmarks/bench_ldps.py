@@ -62,6 +62,9 @@ from benchmarks._common import (  # noqa: E402
     write_results,
 )
 
+from pipeline.registry import FEATURE_STAGES  # noqa: E402
+from pipeline.stages.ldps import LDPS_FEATURES, LdpsParams  # noqa: E402
+
 DURATION = "~60 min on 2 cores (9 priors x crf, pool training, single-image fits)"
 
 # LDPS (AAAI 2020) Table 1, ECSSD, PiCANet: adaptive F / MAE before and after.
@@ -178,8 +181,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="only the first N images of each dataset (a smoke run)")
     ap.add_argument("--no-shipped", action="store_true", help="leave out the shipped model's rows")
-    ap.add_argument("--model", default="ldps-u2netp-duts", help="the shipped model (or model file) of the shipped rows")
-    ap.add_argument("--features", default="u2netp_features", choices=("deep_features", "u2netp_features"),
+    ap.add_argument("--model", default=LdpsParams().model, help="the shipped model (or model file) of the shipped rows")
+    ap.add_argument("--features", default=LDPS_FEATURES, choices=FEATURE_STAGES,
                     help="the feature stage of the pool-mode and single-image rows")
     ap.add_argument("--fusion", action="store_true", help="add the rows of each prior averaged with u2netp's map")
     ap.add_argument("--no-crf", action="store_true", help="leave out the dense-CRF rows")
@@ -201,7 +204,8 @@ def main(argv=None) -> int:
     from pipeline import models
     from pipeline.registry import params_as_dict
     from pipeline.stages.features import DeepFeaturesParams
-    from pipeline.stages.ldps import LdpsFitParams, LdpsSingleParams, ldps_feature_stage
+    from pipeline.stages.features import model_feature_stage
+    from pipeline.stages.ldps import LdpsFitParams, LdpsSingleParams
     from pipeline.stages.promote import CrfParams
     from promote import dense_crf
     from promote.ldps import RelationNetwork, ldps_promote, ldps_single, resolve_taps, train_relation_network
@@ -224,7 +228,7 @@ def main(argv=None) -> int:
         ref = models.resolve("ldps", args.model)
         m = ref.load()
         shipped = RelationNetwork.from_state(m.arrays, m.hparams)
-        shipped_features = ldps_feature_stage(m)
+        shipped_features = model_feature_stage(m)
 
     if args.speed_only:
         images = [read_rgb(image_path("SOD", s)) for s in split_stems("SOD", "test")[:16]]

@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     import torch
 
     from pipeline import models
-    from pipeline.stages.promote import lps_feature_stage
+    from pipeline.stages.features import model_feature_stage
     from promote import AnchorNetwork
 
     torch.set_num_threads(args.threads)
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
         if network.hparams["region_embedding"] != kind.lower():
             raise SystemExit(f"--{'fc-' if kind == 'FC' else ''}model: {spec} has a "
                              f"{network.hparams['region_embedding']} region embedding, expected {kind.lower()}")
-        features = lps_feature_stage(model)
+        features = model_feature_stage(model)
         described[kind] = {"model": str(spec), "sha256": ref.digest, "hparams": network.hparams,
                            "features": features}
         settings.append((kind, network, sorted(set(Ts)), features))

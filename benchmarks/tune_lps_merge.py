@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     from detect.contrast import contrast_saliency
     from detect.u2netp import u2netp_map
     from pipeline import models
-    from pipeline.stages.promote import lps_feature_stage
+    from pipeline.stages.features import model_feature_stage
     from promote import AnchorNetwork, lps_promote, merge_with_prior
     from promote.lps import MERGES
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     ref = models.resolve("lps", args.model)
     model = ref.load()
     network = AnchorNetwork.from_state(model.arrays, model.hparams)
-    features = lps_feature_stage(model)
+    features = model_feature_stage(model)
     stems = split_stems("ECSSD", "train")[:args.n]
     images = [read_rgb(image_path("ECSSD", s)) for s in stems]
     gts = [read_mask(gt_path("ECSSD", s)) for s in stems]

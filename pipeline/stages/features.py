@@ -12,7 +12,9 @@ of ``taps``) and ``"size"`` (the network input side).
 
 Stage ``u2netp_features``: the same result from the decoder of the embedded U^2-Net-small
 (:func:`detect.u2netp.u2netp_features`, 64 channels per tap at 320 x 320): a network trained for
-saliency, read by the learned stages whose ``features`` parameter names it (``lps.features``).
+saliency, read by the learned stages whose ``features`` parameter names it (``lps.features``,
+``ldps.features``). :func:`model_feature_stage` and :func:`check_model_features` are their check that
+a model is read on the taps it was trained on.
 """
 
 from __future__ import annotations
@@ -23,6 +25,21 @@ import numpy as np
 
 from detect.u2netp import u2netp_features
 from pipeline.registry import Resources, Stage, param, register
+
+
+def model_feature_stage(model) -> str:
+    """The feature stage a model was trained on (its meta's ``features``; models written before the
+    field existed were trained on the ImageNet backbone's ``deep_features``)."""
+    return model.meta.get("features", "deep_features")
+
+
+def check_model_features(stage: str, model_ref, features: str) -> None:
+    """Raise a one-line ValueError when the model of ``stage`` (a resolved model reference) was
+    trained on another feature stage than ``features``, the stage's ``features`` parameter."""
+    trained_on = model_feature_stage(model_ref.load())
+    if trained_on != features:
+        raise ValueError(f"{stage}.model {model_ref.name!r} was trained on {trained_on}, but {stage}.features = "
+                         f"{features!r}: set --set {stage}.features={trained_on}")
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pipeline.registry import FEATURE_STAGES, ModelSlot, Resources, Stage, param, register
+from pipeline.stages.features import check_model_features
 from promote.ldps import ldps_promote, ldps_single, train_relation_network
 
 LDPS_FEATURES = "u2netp_features"
-
-
-def ldps_feature_stage(model) -> str:
-    """The feature stage a model was trained on (models written before ``features`` existed: the
-    ImageNet backbone's ``deep_features``)."""
-    return model.meta.get("features", "deep_features")
 
 
 def _strides(features) -> dict[str, int]:
@@ -152,10 +147,7 @@ def _relation_network(model):
 
 
 def run_ldps(inputs, params: LdpsParams, ctx):
-    trained_on = ldps_feature_stage(ctx.model.load())
-    if trained_on != params.features:
-        raise ValueError(f"ldps.model {ctx.model.name!r} was trained on {trained_on}, but ldps.features = "
-                         f"{params.features!r}: set --set ldps.features={trained_on}")
+    check_model_features("ldps", ctx.model, params.features)
     network = ctx.model.build(_relation_network, ctx.device)
     return {"map": ldps_promote(inputs[params.features], inputs[params.prior]["map"], network, device=ctx.device)}
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pipeline.registry import FEATURE_STAGES, ModelSlot, Stage, param, register
+from pipeline.stages.features import check_model_features
 from promote import dense_crf, lps_promote, train_anchor_network
 from promote.lps import MERGES
 
@@ -117,12 +118,6 @@ class LpsFitParams:
     features: str = param(LPS_FEATURES, choices=FEATURE_STAGES)
 
 
-def lps_feature_stage(model) -> str:
-    """The feature stage a model was trained on (models written before ``features`` existed: the
-    ImageNet backbone's ``deep_features``)."""
-    return model.meta.get("features", "deep_features")
-
-
 def run_lps_fit(inputs, params: LpsFitParams, ctx):
     """The pool's cached taps and masks -> an LPS model (arrays + meta)."""
     from pipeline.models import model_result
@@ -194,10 +189,7 @@ def _anchor_network(model):
 def run_lps(inputs, params: LpsParams, ctx):
     from promote import lps_promote
 
-    trained_on = lps_feature_stage(ctx.model.load())
-    if trained_on != params.features:
-        raise ValueError(f"lps.model {ctx.model.name!r} was trained on {trained_on}, but lps.features = "
-                         f"{params.features!r}: set --set lps.features={trained_on}")
+    check_model_features("lps", ctx.model, params.features)
     network = ctx.model.build(_anchor_network, ctx.device)
     feats = inputs[params.features]
     return {"map": lps_promote(feats, inputs[params.prior]["map"], network, iterations=params.iterations,
