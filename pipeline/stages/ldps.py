@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.registry import FEATURE_STAGES, ModelSlot, Resources, Stage, param, register
 from pipeline.stages.features import check_model_features
-from promote.ldps import ldps_promote, ldps_single, train_relation_network
+from promote.ldps import ldps_promote, ldps_single, resolve_taps, train_relation_network
 
 LDPS_FEATURES = "u2netp_features"
 
@@ -103,9 +103,11 @@ def run_ldps_fit(inputs, params: LdpsFitParams, ctx):
     feats, maps, strides = [], [], None
     for s in stems:
         art = feats_all[s]  # one read per image
-        strides = strides or _strides(art)
+        if strides is None:
+            strides = _strides(art)
+            taps = resolve_taps(taps, list(strides))
         size = int(art["size"])
-        feats.append({t: art[t] for t in art if t not in ("strides", "size")})
+        feats.append({t: art[t] for t in taps if t in art})
         maps.append(np.asarray(priors[s]["map"], np.float32))
     res = train_relation_network(feats, maps, tap_strides=strides, taps=taps, input_size=size,
                                  device=ctx.device, **kwargs)
