@@ -116,15 +116,17 @@ def taps_reader(features: str, threads: int | None = None):
     return read
 
 
-def feature_input_size(features: str) -> int:
-    """The network input side at which the feature stage ``features`` computes its taps (its
-    ``size``, read from one run of the stage on a small image)."""
+def feature_layout(features: str) -> tuple[int, dict[str, int]]:
+    """The network input side and the stride of each tap of the feature stage ``features`` with its
+    defaults (its ``size`` and ``strides``, read from one run of the stage on a small image)."""
     from pipeline import registry
     from pipeline.registry import ItemContext
 
     stage = registry.get(features)
     image = np.zeros((32, 32, 3), np.uint8)
-    return int(stage.func([{"pool": {"image": image}}], stage.default_params(), ItemContext(device="cpu"))[0]["size"])
+    result = stage.func([{"pool": {"image": image}}], stage.default_params(), ItemContext(device="cpu"))[0]
+    taps = [t for t in result if t not in ("strides", "size")]
+    return int(result["size"]), {t: int(s) for t, s in zip(taps, np.asarray(result["strides"]).tolist())}
 
 
 def arn_detector(threads: int | None = None):

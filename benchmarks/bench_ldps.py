@@ -49,7 +49,7 @@ if not __package__:  # run as a script: make the repository root importable
 
 from benchmarks._common import (  # noqa: E402
     dataset_dir,
-    feature_input_size,
+    feature_layout,
     gt_path,
     image_path,
     load_average,
@@ -77,7 +77,8 @@ def _taps(features, images, threads):
     t0 = time.perf_counter()
     out = [read(im) for im in images]
     seconds = (time.perf_counter() - t0) / max(len(images), 1)
-    return out, seconds, feature_input_size(features), {t: int(t[1:]) for t in out[0]}  # taps named by stride
+    size, strides = feature_layout(features)
+    return out, seconds, size, strides
 
 
 def _priors(dataset, stems, images, gts, ecssd_maps):

@@ -3,7 +3,7 @@ priors; each model on the feature stage it was trained on): the check behind the
 
 Usage::
 
-    .venv/bin/python benchmarks/compare_ldps_models.py MODEL  # against ldps-duts; prints the scores
+    .venv/bin/python benchmarks/compare_ldps_models.py MODEL [--threads 2]  # against ldps-duts
 
 ``MODEL``: a model file or a shipped name. The scores (max F, adaptive F, MAE, S-measure) are printed
 one line per prior and map; ``benchmarks/results/compare_ldps_models.txt`` is such a print.
@@ -38,19 +38,21 @@ def main(argv=None) -> int:
     from pipeline.stages.features import model_feature_stage
     from promote.ldps import RelationNetwork, ldps_promote
 
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print(__doc__, file=sys.stderr)
-        return 2
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="a model file or a shipped name, compared with ldps-duts")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
     stems = split_stems("ECSSD", "train")[:200]
     ims = [read_rgb(image_path("ECSSD", s)) for s in stems]
     gts = [read_mask(gt_path("ECSSD", s)) for s in stems]
     nets = {}
-    for name in ("ldps-duts", argv[0]):
+    for name in ("ldps-duts", args.model):
         m = models.resolve("ldps", name).load()
         nets[name] = (RelationNetwork.from_state(m.arrays, m.hparams), model_feature_stage(m))
-    taps = {f: [taps_reader(f, 2)(im) for im in ims] for f in ("deep_features", "u2netp_features")}
-    arn = arn_detector(2)
+    taps = {f: [taps_reader(f, args.threads)(im) for im in ims] for f in ("deep_features", "u2netp_features")}
+    arn = arn_detector(args.threads)
     for pname, det in (("u2netp", u2netp_map), ("contrast", contrast_saliency), ("arn", arn)):
         pri = [det(im) for im in ims]
         print(pname, "prior", {k: round(v, 4) for k, v in sod_scores(pri, gts, s_measure=True).items()}, flush=True)

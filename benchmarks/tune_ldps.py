@@ -31,7 +31,7 @@ if not __package__:  # run as a script: make the repository root importable
 
 from benchmarks._common import (  # noqa: E402
     arn_detector,
-    feature_input_size,
+    feature_layout,
     gt_path,
     image_path,
     load_average,
@@ -42,6 +42,8 @@ from benchmarks._common import (  # noqa: E402
     taps_reader,
     write_results,
 )
+
+from pipeline.registry import FEATURE_STAGES  # noqa: E402
 
 DURATION = "~12 min on 2 cores (u2netp on 500 images, then four trainings)"
 
@@ -66,7 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--priors", nargs="+", choices=PRIORS, default=["u2netp"],
                     help="the detectors whose maps are promoted")
-    ap.add_argument("--features", choices=("deep_features", "u2netp_features"), default="deep_features",
+    # deep_features by default: the commands of the earlier results files (tune_ldps.md, ...) name none
+    ap.add_argument("--features", choices=FEATURE_STAGES, default="deep_features",
                     help="the feature stage whose taps the network reads")
     ap.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=list(DEFAULT_CONFIGS),
                     help="configurations to train (names of CONFIGS)")
@@ -93,8 +96,7 @@ def main(argv=None) -> int:
     feats = [read_taps(im) for im in images]  # float16, as the stage caches them
     taps_s = (time.perf_counter() - t0) / len(images)
     taps = resolve_taps(tuple(defaults.pop("taps")), list(feats[0]))
-    strides = {t: int(t[1:]) for t in feats[0]}  # taps are named by their stride
-    defaults["input_size"] = feature_input_size(args.features)
+    defaults["input_size"], strides = feature_layout(args.features)
     detectors = {"u2netp": u2netp_map, "contrast": contrast_saliency}
     if "arn" in args.priors:
         detectors["arn"] = arn_detector(args.threads)
