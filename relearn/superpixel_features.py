@@ -3,8 +3,9 @@
 MIJR describes every superpixel by "the two scale convolutional feature (4096 x 2)": the VGG16
 feature of the superpixel itself and that of "the near surrounded regions of the target
 superpixel" (the non-local contrast). An instance pair then is ``CF = {xi_i, xi_j}`` (4096 x 4,
-:mod:`relearn.instance_pairs`). Here the backbone is the cached ``deep_features`` taps
-(EfficientNet-Lite0 by default), and::
+:mod:`relearn.instance_pairs`). Here the backbone is the cached taps of a feature stage
+(``deep_features``: EfficientNet-Lite0 by default; or ``u2netp_features``: the decoder of the
+saliency-trained U^2-Net-small), and::
 
     xi_k = [ pool_{S_k}(taps) , pool_{R_k}(taps) ]
 
@@ -13,10 +14,11 @@ superpixel" (the non-local contrast). An instance pair then is ``CF = {xi_i, xi_
 where ``u`` runs over the pixels of the region ``A`` of the superpixel label map and
 ``cell_t(u)`` is the tap-``t`` cell the pixel falls in.
 
-Dimension. With the default taps ``s2, s4, s8, s16, s32`` of EfficientNet-Lite0 (16 + 24 + 40 +
+Dimension. With the five ``deep_features`` taps ``s2, s4, s8, s16, s32`` of EfficientNet-Lite0 (16 + 24 + 40 +
 112 + 320 = 512 channels) a superpixel's ``xi`` has 2 x 512 = **1024** values (the paper's
 2 x 4096 = 8192), and a pair ``CF`` 2048 (the paper's 16384). :func:`feature_dimension` gives
-it for other taps.
+it for other taps. With the four ``u2netp_features`` taps ``s4 .. s32`` (4 x 64 = 256 channels),
+``xi`` has 2 x 256 = **512** values and a pair 1024.
 
 Decisions the paper leaves open
 -------------------------------
@@ -97,7 +99,7 @@ def superpixel_features_batch(
     features: Sequence[Mapping[str, np.ndarray]],
     labels: Sequence[np.ndarray],
     *,
-    taps: Sequence[str] = DEFAULT_TAPS,
+    taps: Sequence[str] = (),
     n_superpixels: Sequence[int | None] | None = None,
     device: str = "cpu",
 ) -> list[np.ndarray]:
@@ -106,11 +108,13 @@ def superpixel_features_batch(
     Parameters
     ----------
     features : sequence of dict of str -> (C, h, w) ndarray
-        Per image, the ``deep_features`` taps (float16 or float32).
+        Per image, the taps of a feature stage (float16 or float32; other entries, such as the
+        ``strides`` and ``size`` the stages cache with them, are not pooled).
     labels : sequence of (H, W) ndarray of int
         Per image, the superpixel label map (``slic``), labels ``0 .. n-1``; any size.
     taps : sequence of str, optional
-        Taps pooled, concatenated in this order (default: all five EfficientNet-Lite0 taps).
+        Taps pooled, concatenated in this order (default: every ``(C, h, w)`` entry of the first
+        image's dict, in its order).
     n_superpixels : sequence of int, optional
         Per image, the number of superpixels (default ``labels.max() + 1``).
     device : str, optional
@@ -130,9 +134,11 @@ def superpixel_features_batch(
         n_superpixels = [None] * len(labels)
     if len(n_superpixels) != len(labels):
         raise ValueError(f"n_superpixels: expected {len(labels)} entries, got {len(n_superpixels)}")
+    if not taps and len(features) and isinstance(features[0], Mapping):
+        taps = [k for k, v in features[0].items() if np.ndim(v) == 3]
     taps = tuple(str(t) for t in taps)
     if not taps:
-        raise ValueError("taps: expected at least one tap name, got none")
+        raise ValueError("taps: expected at least one tap name, got none (and no (C, h, w) entry to pool)")
     out = []
     with torch.inference_mode():
         for k, (feats, lab, n) in enumerate(zip(features, labels, n_superpixels)):
@@ -163,7 +169,7 @@ def superpixel_features(
     features: Mapping[str, np.ndarray],
     labels: np.ndarray,
     *,
-    taps: Sequence[str] = DEFAULT_TAPS,
+    taps: Sequence[str] = (),
     n_superpixels: int | None = None,
     device: str = "cpu",
 ) -> np.ndarray:

@@ -16,11 +16,7 @@ import numpy as np
 
 from detect.arn import arn_saliency, train_arn
 from pipeline.registry import ModelSlot, Resources, Stage, param, register
-
-
-def _strides(features) -> dict[str, int]:
-    taps = [k for k in features if k not in ("strides", "size")]
-    return {t: int(s) for t, s in zip(taps, np.asarray(features["strides"]).tolist())}
+from pipeline.stages.features import tap_strides
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,7 @@ def run_arn_fit(inputs, params: ArnFitParams, ctx):
     if not stems:
         raise ValueError("arn_fit: no image has both deep features and a ground-truth mask")
     first = feats_all[stems[0]]
-    strides, size = _strides(first), int(first["size"])
+    strides, size = tap_strides(first), int(first["size"])
     kwargs = asdict(params)
     wanted = (*params.side_taps, *params.deep_taps)
     feats = []

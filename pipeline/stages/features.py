@@ -13,7 +13,7 @@ of ``taps``) and ``"size"`` (the network input side).
 Stage ``u2netp_features``: the same result from the decoder of the embedded U^2-Net-small
 (:func:`detect.u2netp.u2netp_features`, 64 channels per tap at 320 x 320): a network trained for
 saliency, read by the learned stages whose ``features`` parameter names it (``lps.features``,
-``ldps.features``). :func:`model_feature_stage` and :func:`check_model_features` are their check that
+``ldps.features``, ``superpixel_features.features``). :func:`tap_strides` lists a result's taps. :func:`model_feature_stage` and :func:`check_model_features` are their check that
 a model is read on the taps it was trained on.
 """
 
@@ -25,6 +25,12 @@ import numpy as np
 
 from detect.u2netp import u2netp_features
 from pipeline.registry import Resources, Stage, param, register
+
+
+def tap_strides(features) -> dict[str, int]:
+    """Tap name -> stride of one image's result of a feature stage, in the stage's tap order."""
+    taps = [k for k in features if k not in ("strides", "size")]
+    return {t: int(s) for t, s in zip(taps, np.asarray(features["strides"]).tolist())}
 
 
 def model_feature_stage(model) -> str:

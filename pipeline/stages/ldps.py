@@ -21,15 +21,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pipeline.registry import FEATURE_STAGES, ModelSlot, Resources, Stage, param, register
-from pipeline.stages.features import check_model_features
+from pipeline.stages.features import check_model_features, tap_strides
 from promote.ldps import ldps_promote, ldps_single, resolve_taps, train_relation_network
 
 LDPS_FEATURES = "u2netp_features"
-
-
-def _strides(features) -> dict[str, int]:
-    taps = [k for k in features if k not in ("strides", "size")]
-    return {t: int(s) for t, s in zip(taps, np.asarray(features["strides"]).tolist())}
 
 
 @dataclass(frozen=True)
@@ -104,7 +99,7 @@ def run_ldps_fit(inputs, params: LdpsFitParams, ctx):
     for s in stems:
         art = feats_all[s]  # one read per image
         if strides is None:
-            strides = _strides(art)
+            strides = tap_strides(art)
             taps = resolve_taps(taps, list(strides))
         size = int(art["size"])
         feats.append({t: art[t] for t in taps if t in art})
@@ -186,7 +181,7 @@ class LdpsSingleParams:
 
 def run_ldps_single(inputs, params: LdpsSingleParams, ctx):
     feats = inputs[params.features]
-    return {"map": ldps_single(feats, inputs[params.prior]["map"], tap_strides=_strides(feats), taps=params.taps,
+    return {"map": ldps_single(feats, inputs[params.prior]["map"], tap_strides=tap_strides(feats), taps=params.taps,
                                input_size=int(feats["size"]), learning_rate=params.learning_rate,
                                steps=params.steps, seed=params.seed)}
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pipeline.registry import FEATURE_STAGES, ModelSlot, Stage, param, register
-from pipeline.stages.features import check_model_features
+from pipeline.stages.features import check_model_features, tap_strides
 from promote import dense_crf, lps_promote, train_anchor_network
 from promote.lps import MERGES
 
@@ -128,10 +128,8 @@ def run_lps_fit(inputs, params: LpsFitParams, ctx):
     if not stems:
         raise ValueError(f"lps_fit: no image has both {params.features} taps and a ground-truth mask")
     first = feats_all[stems[0]]
-    strides = {}
-    taps = [k for k in first if k not in ("strides", "size")]
-    for tap, s in zip(taps, np.asarray(first["strides"]).tolist()):
-        strides[tap] = int(s)
+    strides = tap_strides(first)
+    taps = list(strides)
     feats = []
     for s in stems:
         art = feats_all[s]  # one read of the artifact per image (the mapping loads on access)

@@ -1,8 +1,8 @@
 """MIJR re-learning stages (Sec. III-B, IV): a prior map promoted by re-learning its hard
 superpixels from aligned easy ones in the image's retrieved neighbours.
 
-* ``superpixel_features`` (image, batched) pools the ``deep_features`` taps over the ``slic``
-  superpixels (:func:`relearn.superpixel_features_batch`, Sec. III-B): computed once per image and
+* ``superpixel_features`` (image, batched) pools the taps of a feature stage (``features``:
+  ``deep_features`` or ``u2netp_features``) over the ``slic`` superpixels (:func:`relearn.superpixel_features_batch`, Sec. III-B): computed once per image and
   read again wherever the image is a neighbour.
 * ``crf_pseudo_gt`` (image) is the bi-level CRF pseudo GT of the map stage named by ``prior``
   (:func:`relearn.crf_pseudo_gt`, Sec. IV-A): its pixels and, per superpixel, the trusted salient
@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.registry import ModelSlot, NeighbourInputs, Resources, Stage, param, register
+from pipeline.registry import FEATURE_STAGES, ModelSlot, NeighbourInputs, Resources, Stage, param, register
+from pipeline.stages.features import model_feature_stage, tap_strides
 from relearn import (
-    DEFAULT_TAPS,
     M_NEIGHBOURS,
     SIGMA_S2,
     T1,
@@ -58,19 +58,32 @@ class SuperpixelFeaturesParams:
 
     Parameters
     ----------
+    features : str
+        The feature stage whose taps are pooled: ``deep_features`` (the frozen ImageNet backbone,
+        EfficientNet-Lite0: five taps, 2 x 512 = 1024 values per superpixel) or ``u2netp_features``
+        (the decoder of the saliency-trained U^2-Net-small: four taps of 64 channels, 2 x 256 = 512).
     taps : tuple of str
-        ``deep_features`` taps pooled, concatenated in this order (all five of EfficientNet-Lite0:
-        2 x 512 = 1024 values per superpixel).
+        Taps pooled, concatenated in this order (empty: every tap the feature stage caches, in its
+        order).
     """
 
-    taps: tuple[str, ...] = DEFAULT_TAPS
+    features: str = param("deep_features", choices=FEATURE_STAGES)
+    taps: tuple[str, ...] = ()
 
 
 def run_superpixel_features(batch, params: SuperpixelFeaturesParams, ctx):
-    feats = superpixel_features_batch([b["deep_features"] for b in batch], [b["slic"]["labels"] for b in batch],
-                                      taps=params.taps, device=ctx.device)
-    taps = np.array(params.taps, dtype=str)
-    return [{"features": f.astype(np.float16), "taps": taps} for f in feats]
+    taps = tuple(params.taps) or tuple(tap_strides(batch[0][params.features]))
+    feats = superpixel_features_batch([b[params.features] for b in batch], [b["slic"]["labels"] for b in batch],
+                                      taps=taps, device=ctx.device)
+    # the feature stage travels with the features, so relearn can check a model reads what it learnt from
+    return [{"features": f.astype(np.float16), "taps": np.array(taps, dtype=str),
+             "stage": np.array(params.features)} for f in feats]
+
+
+def features_stage(superpixel_features) -> str:
+    """The feature stage a ``superpixel_features`` result was pooled from (results written before
+    the field existed pooled ``deep_features``)."""
+    return str(superpixel_features["stage"]) if "stage" in superpixel_features else "deep_features"
 
 
 @dataclass(frozen=True)
@@ -179,11 +192,12 @@ def _pool_images(inputs, prior: str, m: int):
     row = {str(s): r for s, r in zip(table["stems"], np.asarray(table["index"]))}
     table_stems = [str(s) for s in table["stems"]]
     aligned = set(alignment)
-    images, taps = [], None
+    images, taps, stage = [], None, None
     for s in stems:
         f, ps = feats[s], pseudo[s]
         _check_prior(ps, prior, "relearn_fit")
-        taps = taps if taps is not None else [str(t) for t in f["taps"]]
+        if taps is None:
+            taps, stage = [str(t) for t in f["taps"]], features_stage(f)
         refs = []
         for j in row.get(s, ()):
             other = table_stems[j] if j >= 0 else None
@@ -193,7 +207,7 @@ def _pool_images(inputs, prior: str, m: int):
         images.append(PoolImage(features=f["features"], labels=slic[s]["labels"], prior=maps[s]["map"],
                                 pseudo_gt=ps["pixels"], gt=gt[s]["mask"] if s in with_gt else None,
                                 neighbours=tuple(refs)))
-    return stems, images, taps
+    return stems, images, taps, stage
 
 
 def run_relearn_fit(inputs, params: RelearnFitParams, ctx):
@@ -202,13 +216,14 @@ def run_relearn_fit(inputs, params: RelearnFitParams, ctx):
 
     kwargs = asdict(params)
     prior = kwargs.pop("prior")
-    stems, images, taps = _pool_images(inputs, prior, params.m)
+    stems, images, taps, features = _pool_images(inputs, prior, params.m)
     t0 = time.perf_counter()
     fit = train_relearn(images, taps=taps, device=ctx.device, **kwargs)
     seconds = time.perf_counter() - t0
     model, record = fit.model, fit.record
     return model_result(model.state_arrays(), {
         "stage": "relearn",
+        "features": features,
         "hparams": model.hparams,
         "training": {"seconds": round(seconds, 1), "prior": prior, "parameters": model.n_parameters(),
                      "data": {"images": len(stems), "targets": record["targets"]}, "record": record},
@@ -259,7 +274,17 @@ def _relearn_model(model):
     return RelearnModel.from_state(model.arrays, model.hparams)
 
 
+def _check_features(superpixel_features, model_ref) -> None:
+    """A model reads superpixel features pooled from the feature stage it was trained on."""
+    pooled, trained_on = features_stage(superpixel_features), model_feature_stage(model_ref.load())
+    if pooled != trained_on:
+        raise ValueError(f"relearn.model {model_ref.name!r} was trained on superpixel features pooled from "
+                         f"{trained_on}, but superpixel_features.features = {pooled!r}: set --set "
+                         f"superpixel_features.features={trained_on}")
+
+
 def run_relearn(inputs, neighbours, params: RelearnParams, ctx):
+    _check_features(inputs["superpixel_features"], ctx.model)
     model = ctx.model.build(_relearn_model, ctx.device)
     pseudo = inputs["crf_pseudo_gt"]
     _check_prior(pseudo, params.prior, "relearn")
@@ -279,8 +304,9 @@ def run_relearn(inputs, neighbours, params: RelearnParams, ctx):
 
 
 register(Stage(
-    name="superpixel_features", version="1", inputs=("deep_features", "slic"), params=SuperpixelFeaturesParams,
+    name="superpixel_features", version="2", inputs=("slic",), params=SuperpixelFeaturesParams,
     granularity="image", func=run_superpixel_features, method=superpixel_features_batch, batched=True,
+    feature_params=("features",),
     resources=Resources(wants_gpu=True, cpu_batch=4, gpu_batch=32),
     doc="two-scale deep features of each superpixel: its own and its neighbourhood's (MIJR Sec. III-B)",
 ))

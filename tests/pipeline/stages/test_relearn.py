@@ -178,6 +178,32 @@ def test_the_ablations_run_through_the_cli(trained):
     assert res.returncode == 2 and "relearn.m" in res.stderr
 
 
+def test_relearn_trains_on_u2netp_features_and_refuses_a_model_of_other_features(trained):
+    from pipeline import models
+
+    folder, images, gt, priors, deep_model = trained
+    out = folder / "train"  # the training run's cache: retrieval, alignment and pseudo GT are read
+    u2 = ["superpixel_features.features=u2netp_features"]
+    u2_model = folder / "relearn-u2netp.npz"
+    res = cli("train", "relearn", "--pool", str(images), "--gt", str(gt), "--priors", str(priors),
+              "--out", str(out), "--model-out", str(u2_model), *_sets(FAST + TRAIN + u2))
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = {s["name"]: s for s in json.loads((out / "run_summary.json").read_text())["stages"]}
+    assert summary["u2netp_features"]["computed"] == 6 and summary["superpixel_features"]["computed"] == 6
+    assert summary["alignment"]["cached"] == 30 and "deep_features" not in summary
+    meta = models.read_meta(u2_model)
+    # four U2-Netp taps of 64 channels, two scales: 512 values per superpixel
+    assert meta["features"] == "u2netp_features" and meta["hparams"]["feature_dim"] == 512
+    assert meta["hparams"]["taps"] == ["s4", "s8", "s16", "s32"]
+    assert models.read_meta(deep_model).get("features") == "deep_features"
+    # the model of the ImageNet taps read with superpixel features of the U2-Netp taps: refused
+    res = cli("run", "--stages", "relearn", "--pool", str(images), "--priors", str(priors),
+              "--out", str(folder / "mismatch"), *_sets(FAST + u2 + [f"relearn.model={deep_model}"]))
+    assert res.returncode != 0
+    assert "trained on superpixel features pooled from deep_features" in res.stdout + res.stderr
+    assert "--set superpixel_features.features=deep_features" in res.stdout + res.stderr
+
+
 def test_the_shipped_relearn_model_promotes_a_pool_without_ground_truth(tmp_path):
     from pipeline import models
 
