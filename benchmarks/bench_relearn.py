@@ -25,7 +25,8 @@ resumes). Usage::
         [--n-test 500] [--jobs 2] [--set relearn_fit.iterations=20000] [--model FILE] [--sod DSS ...]
 
 ``--model FILE`` skips steps 1-2 and tests that model (a file or a shipped name's file).
-``--n-train 20 --n-test 10 --sod`` is a smoke run.
+``--n-train 20 --n-test 10 --sod`` is a smoke run. ``--split train`` promotes ECSSD train images
+instead (``WORK/val_pool``, ``WORK/val_ecssd``): the split settings are chosen on.
 Writes ``benchmarks/results/bench_relearn.{json,md}`` (``--results NAME``: ``NAME.{json,md}``).
 """
 
@@ -141,6 +142,8 @@ def _scores(out: Path, methods) -> dict:
 def _command_args(args) -> str:
     """The options of this run as they would be typed (``--work`` left out: a local folder)."""
     parts = [f"--n-train {args.n_train}", f"--n-test {args.n_test}", f"--jobs {args.jobs}"]
+    if args.split != "test":
+        parts.append(f"--split {args.split}")
     parts += [f"--set {s}" for s in args.set]
     if args.model is not None:
         parts.append(f"--model {args.model}")
@@ -156,6 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", required=True, type=Path, help="working folder (pools, pipeline outputs, caches)")
     ap.add_argument("--n-train", type=int, default=1000, help="DUTS-TR-1k training images (default: all 1000)")
     ap.add_argument("--n-test", type=int, default=500, help="ECSSD test images (default: all 500)")
+    ap.add_argument("--split", choices=("test", "train"), default="test",
+                    help="ECSSD split promoted (train: to choose settings, in WORK/val_pool and WORK/val_ecssd)")
     ap.add_argument("--test-priors", nargs="+", default=list(DETECTORS), help="ECSSD priors promoted at test")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="subsets and the priors' mix")
@@ -169,7 +174,7 @@ def main(argv=None) -> int:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     sets = [a for s in args.set for a in ("--set", s)]
-    data = {"n_train": args.n_train, "n_test": args.n_test, "jobs": args.jobs, "seed": args.seed,
+    data = {"n_train": args.n_train, "n_test": args.n_test, "split": args.split, "jobs": args.jobs, "seed": args.seed,
             "sets": args.set, "load_before": load_average()}
 
     model = args.model
@@ -186,11 +191,12 @@ def main(argv=None) -> int:
                             "validation": card.get("validation", {}), "seconds": card.get("duration_s"),
                             "model": str(model)}
 
-    test_images, test_gts, _ = _subset("ECSSD", "test", args.n_test, work / "test_pool", args.seed)
+    pool_dir, ecssd_out = ("test_pool", "test_ecssd") if args.split == "test" else ("val_pool", "val_ecssd")
+    test_images, test_gts, _ = _subset("ECSSD", args.split, args.n_test, work / pool_dir, args.seed)
     # one output folder per dataset: retrieval, alignment and features are computed once for all priors
     data["test"] = {}
     for prior in args.test_priors:
-        data["test"][f"ECSSD/{prior}"] = _promote(work / "test_ecssd", test_images, test_gts, prior, None,
+        data["test"][f"ECSSD/{prior}"] = _promote(work / ecssd_out, test_images, test_gts, prior, None,
                                                   model, sets, args.jobs)
     if args.sod:
         sod = dataset_dir("SOD")
@@ -201,7 +207,7 @@ def main(argv=None) -> int:
     for prior in args.ablation_priors:
         for name, extra in ABLATIONS.items():
             data["ablations"][f"ECSSD/{prior}/{name}"] = _promote(
-                work / "test_ecssd", test_images, test_gts, prior, None, model, [*sets, *extra], args.jobs,
+                work / ecssd_out, test_images, test_gts, prior, None, model, [*sets, *extra], args.jobs,
                 methods=("relearn",))
     data["load_after"] = load_average()
 
@@ -217,7 +223,7 @@ def main(argv=None) -> int:
         md.append("")
     else:
         md += [f"Model: `{model}` (not trained by this run).", ""]
-    md += [f"## Promoted priors (ECSSD: {args.n_test} test images; SOD: all 300)", "",
+    md += [f"## Promoted priors (ECSSD: {args.n_test} {args.split} images; SOD: all 300)", "",
            "| dataset / prior | map | " + " | ".join(lab for _, lab in METRICS) + " | relearn s/image |",
            "|---|---|" + "---|" * (len(METRICS) + 1)]
     for key, res in data["test"].items():
@@ -228,7 +234,7 @@ def main(argv=None) -> int:
                       + f" | {secs} |")
     md.append("")
     if data["ablations"]:
-        md += ["## Ablations at inference (the same model; ECSSD test)", "",
+        md += ["## Ablations at inference (the same model; ECSSD " + args.split + ")", "",
                "| prior / ablation | " + " | ".join(lab for _, lab in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
         for key, res in data["ablations"].items():
             sc = res["scores"].get("relearn", {})
