@@ -211,7 +211,7 @@ def main(argv=None) -> int:
                 methods=("relearn",))
     data["load_after"] = load_average()
 
-    md = ["# MIJR re-learning through the pipeline (DUTS-TR-1k mixed priors -> ECSSD test)", "",
+    md = [f"# MIJR re-learning through the pipeline (DUTS-TR-1k mixed priors -> ECSSD {args.split})", "",
           f"Command: `.venv/bin/python benchmarks/bench_relearn.py {_command_args(args)}`; load average before "
           f"{data['load_before']}, after {data['load_after']}.", ""]
     if "training" in data:
