@@ -146,7 +146,10 @@ def _command_args(args) -> str:
         parts.append(f"--split {args.split}")
     parts += [f"--set {s}" for s in args.set]
     if args.model is not None:
-        parts.append(f"--model {args.model}")
+        model = args.model.resolve()
+        # a model inside the working folder is written WORK/...: the folder is local to a machine
+        shown = f"WORK/{model.relative_to(args.work.resolve())}" if model.is_relative_to(args.work.resolve()) else args.model
+        parts.append(f"--model {shown}")
     for flag, value, default in (("--test-priors", args.test_priors, list(DETECTORS)),
                                  ("--sod", args.sod, list(SOD_PRIORS)), ("--ablation-priors", args.ablation_priors, ["u2netp"])):
         if list(value) != default:
