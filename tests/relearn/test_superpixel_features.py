@@ -72,6 +72,19 @@ def test_the_dimension_is_twice_the_tap_channels_and_a_batch_equals_single_calls
         np.testing.assert_array_equal(superpixel_features(f, lab), b)
 
 
+def test_the_default_taps_are_every_feature_map_of_the_stage_result_in_its_order():
+    # a feature stage's cached result: its taps plus the strides and input size stored with them
+    rng = np.random.default_rng(1)
+    result = {"s4": rng.normal(size=(3, 8, 8)).astype(np.float16), "s8": rng.normal(size=(5, 4, 4)).astype(np.float16),
+              "strides": np.array([4, 8]), "size": np.int64(32)}
+    labels = np.repeat(np.arange(4), 8).reshape(4, 8).astype(np.int32)
+    default = superpixel_features(result, labels)
+    np.testing.assert_array_equal(default, superpixel_features(result, labels, taps=("s4", "s8")))
+    assert default.shape == (4, feature_dimension([3, 5]))
+    with pytest.raises(ValueError, match="no \\(C, h, w\\) entry"):
+        superpixel_features({"strides": np.array([4])}, labels)
+
+
 def test_an_empty_label_gets_zeros():
     labels = np.array([[0, 0], [2, 2]], np.int32)
     xi = superpixel_features({"a": np.ones((1, 1, 1), np.float32)}, labels, taps=("a",), n_superpixels=4)
