@@ -12,8 +12,9 @@
 3. **Test.** On ECSSD test images, for each prior of ``--test-priors``, and on SOD for each
    published prior of ``--sod`` (``--priors``): ``python -m pipeline run --stages relearn,crf``
    with the trained model; the package's evaluation of the prior, the dense-CRF baseline and
-   relearn (max F, adaptive F, MAE, S-measure). One output folder per dataset, so retrieval,
-   alignment and features are computed once and each prior adds only its pseudo GT and relearn.
+   relearn (max F, adaptive F, MAE, S-measure), and the share of pixels relearn changed. One output
+   folder per dataset, so retrieval, alignment and features are computed once and each prior adds
+   only its pseudo GT and relearn.
 4. **Ablations** (Sec. V-C), on the ECSSD priors of ``--ablation-priors``, applied at inference to
    the same model: no filter (every aligned pair passes), M = 1, and SIFT-Flow-only alignment
    (``alignment.object_weight=0``, no colour, no window: the flow target's superpixel).
@@ -46,7 +47,17 @@ import numpy as np
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import ROOT, dataset_dir, gt_path, image_path, load_average, split_stems, write_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    ROOT,
+    dataset_dir,
+    gt_path,
+    image_path,
+    load_average,
+    read_map,
+    read_mask,
+    split_stems,
+    write_results,
+)
 
 DURATION = ("on 2 cores: ~50 min of training (DUTS-TR-1k, 1000 images x 5 aligned neighbours); tests ~3.6 s "
             "per ECSSD image for the first prior (retrieval, alignment, features), then a few minutes per prior")
@@ -130,13 +141,30 @@ def _promote(out: Path, images: Path, gts: Path, prior: str, priors_dir: Path | 
     wall = _cli("run", "--stages", "relearn,crf", "--pool", str(images), "--gt", str(gts), *extra,
                 "--set", f"relearn.model={model}", "--set", f"relearn.prior={prior}", "--set", f"crf.prior={prior}",
                 *sets, "--out", str(out), "--jobs", str(jobs), log=log)
+    stems = sorted(p.stem for p in gts.glob("*.png"))
     return {"wall_s": round(wall, 1), "scores": _scores(out, methods or (prior, "crf", "relearn")),
-            "stages": _stage_seconds(out)}
+            "changed_share": _changed_share(out, gts, stems, prior), "stages": _stage_seconds(out)}
+
+
+def _changed_share(out: Path, gts: Path, stems: list[str], prior: str = "priors") -> float:
+    """Mean share of pixels whose relearn map differs from the prior's (where re-learning acted)."""
+    shares = []
+    for s in stems:
+        shape = read_mask(gts / f"{s}.png").shape
+        before, after = read_map(out / prior / f"{s}.png", shape), read_map(out / "relearn" / f"{s}.png", shape)
+        shares.append(float(np.mean(np.abs(before - after) > 1.5 / 255)))
+    return float(np.mean(shares))
 
 
 def _scores(out: Path, methods) -> dict:
     data = json.loads((out / "evaluation" / "metrics.json").read_text())["methods"]
     return {m: {k: data[m]["pooled"].get(k) for k, _ in METRICS} for m in methods if m in data}
+
+
+def _shown(path: Path, work: Path) -> str:
+    """A path as the results write it: inside the working folder as WORK/... (a folder local to a machine)."""
+    full, work = Path(path).resolve(), Path(work).resolve()
+    return f"WORK/{full.relative_to(work)}" if full.is_relative_to(work) else str(path)
 
 
 def _command_args(args) -> str:
@@ -146,10 +174,7 @@ def _command_args(args) -> str:
         parts.append(f"--split {args.split}")
     parts += [f"--set {s}" for s in args.set]
     if args.model is not None:
-        model = args.model.resolve()
-        # a model inside the working folder is written WORK/...: the folder is local to a machine
-        shown = f"WORK/{model.relative_to(args.work.resolve())}" if model.is_relative_to(args.work.resolve()) else args.model
-        parts.append(f"--model {shown}")
+        parts.append(f"--model {_shown(args.model, args.work)}")
     for flag, value, default in (("--test-priors", args.test_priors, list(DETECTORS)),
                                  ("--sod", args.sod, list(SOD_PRIORS)), ("--ablation-priors", args.ablation_priors, ["u2netp"])):
         if list(value) != default:
@@ -192,7 +217,7 @@ def main(argv=None) -> int:
         card = json.loads(model.with_suffix(".card.json").read_text())
         data["training"] = {"wall_s": round(wall, 1), "stages": _stage_seconds(out), "bytes": card["bytes"],
                             "validation": card.get("validation", {}), "seconds": card.get("duration_s"),
-                            "model": str(model)}
+                            "model": _shown(model, work)}
 
     pool_dir, ecssd_out = ("test_pool", "test_ecssd") if args.split == "test" else ("val_pool", "val_ecssd")
     test_images, test_gts, _ = _subset("ECSSD", args.split, args.n_test, work / pool_dir, args.seed)
@@ -225,16 +250,18 @@ def main(argv=None) -> int:
         md += [f"| {n} | {s['computed']} | {s['s_per_item']} |" for n, s in t["stages"].items() if s["computed"]]
         md.append("")
     else:
-        md += [f"Model: `{model}` (not trained by this run).", ""]
+        md += [f"Model: `{_shown(model, work)}` (not trained by this run).", ""]
     md += [f"## Promoted priors (ECSSD: {args.n_test} {args.split} images; SOD: all 300)", "",
-           "| dataset / prior | map | " + " | ".join(lab for _, lab in METRICS) + " | relearn s/image |",
-           "|---|---|" + "---|" * (len(METRICS) + 1)]
+           "| dataset / prior | map | " + " | ".join(lab for _, lab in METRICS)
+           + " | relearn s/image | pixels changed |",
+           "|---|---|" + "---|" * (len(METRICS) + 2)]
     for key, res in data["test"].items():
         for m, sc in res["scores"].items():
             secs = res["stages"].get("relearn", {}).get("s_per_item") if m == "relearn" else ""
             secs = "cached" if secs is None else secs  # every item read from the cache: no time
+            changed = f"{res['changed_share']:.1%}" if m == "relearn" and "changed_share" in res else ""
             md.append(f"| {key} | {m} | " + " | ".join("" if sc[k] is None else f"{sc[k]:.4f}" for k, _ in METRICS)
-                      + f" | {secs} |")
+                      + f" | {secs} | {changed} |")
     md.append("")
     if data["ablations"]:
         md += ["## Ablations at inference (the same model; ECSSD " + args.split + ")", "",

@@ -35,7 +35,7 @@ if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import load_average, read_map, read_mask, sod_scores, write_results  # noqa: E402
-from benchmarks.bench_relearn import DETECTORS, _cli, _scores, _stage_seconds  # noqa: E402
+from benchmarks.bench_relearn import DETECTORS, _changed_share, _cli, _scores, _stage_seconds  # noqa: E402
 
 DURATION = "~4 min per configuration after bench_relearn's training run (its caches)"
 
@@ -82,16 +82,6 @@ def _mix_sources(mixed: Path, detectors: Path) -> dict:
                 out[p.stem] = det
                 break
     return out
-
-
-def _changed_share(out: Path, gts: Path, stems: list[str]) -> float:
-    """Mean share of pixels whose relearn map differs from the prior (where re-learning acted)."""
-    shares = []
-    for s in stems:
-        shape = read_mask(gts / f"{s}.png").shape
-        prior, promoted = read_map(out / "priors" / f"{s}.png", shape), read_map(out / "relearn" / f"{s}.png", shape)
-        shares.append(float(np.mean(np.abs(prior - promoted) > 1.5 / 255)))
-    return float(np.mean(shares))
 
 
 def main(argv=None) -> int:
