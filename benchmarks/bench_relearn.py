@@ -1,9 +1,10 @@
-"""MIJR re-learning through the pipeline: train on DUTS-TR-1k with mixed priors, promote ECSSD test.
+"""MIJR re-learning through the pipeline: train on DUTS-TR with mixed priors, promote ECSSD test.
 
-1. **Mixed priors.** The three package detectors (``u2netp``, ``contrast``, ``gradsal``) run on the
-   training pool; each training image gets the map of one of them (a seeded shuffle, a third
-   each), written to a ``--priors`` folder, so the model learns to re-learn from any detector
-   rather than one.
+1. **Mixed priors.** Each training image gets the map of one of the three package detectors
+   (``u2netp``, ``contrast``, ``gradsal``; a seeded shuffle, a third each, each detector run on its
+   third only), written to a ``--priors`` folder, so the model learns to re-learn from any detector
+   rather than one. The training pool is DUTS-TR-1k (``--train-datasets``: the shipped model is
+   trained on ``DUTS-TR-1k DUTS-TR-2k``, 3000 images).
 2. **Training.** ``python -m pipeline train relearn --pool P --gt G --priors MIXED --set
    relearn.prior=priors``: retrieval, alignment, superpixel features, pseudo GT and
    ``relearn_fit`` with their defaults (plus ``--set`` overrides), every stage's seconds per item
@@ -22,8 +23,8 @@
 Everything goes through the CLI, as a user runs it (each step is cached in ``WORK``: a rerun
 resumes). Usage::
 
-    .venv/bin/python benchmarks/bench_relearn.py --work ../relearn-bench [--n-train 1000]
-        [--n-test 500] [--jobs 2] [--set relearn_fit.iterations=20000] [--model FILE] [--sod DSS ...]
+    .venv/bin/python benchmarks/bench_relearn.py --work ../relearn-bench [--train-datasets DUTS-TR-1k DUTS-TR-2k]
+        [--n-train 1000] [--n-test 500] [--jobs 2] [--set relearn_fit.iterations=20000] [--model FILE] [--sod DSS ...]
 
 ``--model FILE`` skips steps 1-2 and tests that model (a file or a shipped name's file).
 ``--n-train 20 --n-test 10 --sod`` is a smoke run. ``--split train`` promotes ECSSD train images
@@ -78,21 +79,23 @@ def _cli(*args, log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def _subset(dataset: str, split: str, n: int, folder: Path, seed: int = 0) -> tuple[Path, Path, list[str]]:
-    """Symlinks to ``n`` images of a split (a fixed random subset, file order) and their masks."""
-    stems = split_stems(dataset, split)
-    if n < len(stems):
-        idx = np.sort(np.random.default_rng(seed).choice(len(stems), size=n, replace=False))
-        stems = [stems[i] for i in idx]
+def _subset(datasets, split: str, n: int, folder: Path, seed: int = 0) -> tuple[Path, Path, list[str]]:
+    """Symlinks to ``n`` images of a split of one or more datasets (a fixed random subset of their
+    stems in dataset and file order; all when ``n`` is at least their number) and their masks."""
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+    entries = [(d, s) for d in datasets for s in split_stems(d, split)]
+    if n < len(entries):
+        idx = np.sort(np.random.default_rng(seed).choice(len(entries), size=n, replace=False))
+        entries = [entries[i] for i in idx]
     images, gts = folder / "images", folder / "gt"
     for d in (images, gts):
         d.mkdir(parents=True, exist_ok=True)
-    for s in stems:
+    for dataset, s in entries:
         for src, d in ((image_path(dataset, s), images), (gt_path(dataset, s), gts)):
             link = d / src.name
             if not link.exists():
                 link.symlink_to(src.resolve())
-    return images, gts, stems
+    return images, gts, [s for _, s in entries]
 
 
 def _stage_seconds(out: Path) -> dict:
@@ -104,22 +107,35 @@ def _stage_seconds(out: Path) -> dict:
 
 
 def _mixed_priors(images: Path, gts: Path, stems: list[str], work: Path, jobs: int, seed: int) -> tuple[Path, dict]:
-    """Run the three detectors on the pool; each image gets one detector's map (a third each)."""
+    """Each image of the pool gets the map of one of the three detectors (a seeded shuffle, a third
+    each); each detector runs only on its own third (``WORK/detector_pools/DETECTOR``)."""
     out = work / "detectors"
-    _cli("run", "--stages", ",".join(DETECTORS), "--pool", str(images), "--out", str(out), "--jobs", str(jobs),
-         log=work / "detectors.log")
+    order = np.random.default_rng(seed).permutation(len(stems))
+    assigned = {d: [] for d in DETECTORS}
+    for rank, k in enumerate(order):
+        assigned[DETECTORS[rank % len(DETECTORS)]].append(stems[k])
+    by_stem = {p.stem: p for p in images.iterdir()}
     mixed = work / "mixed_priors"
     mixed.mkdir(exist_ok=True)
-    order = np.random.default_rng(seed).permutation(len(stems))
-    chosen = {}
-    for rank, k in enumerate(order):
-        det = DETECTORS[rank % len(DETECTORS)]
-        src = out / det / f"{stems[k]}.png"
-        if src.is_file():
-            shutil.copyfile(src, mixed / src.name)
-            chosen[stems[k]] = det
+    chosen, seconds = {}, {}
+    for det, det_stems in assigned.items():
+        sub = work / "detector_pools" / det
+        if sub.exists():
+            shutil.rmtree(sub)
+        sub.mkdir(parents=True)
+        for s in det_stems:
+            (sub / by_stem[s].name).symlink_to(by_stem[s].resolve())
+        # one output folder for the three: the cache is shared, each run writes its detector's maps
+        _cli("run", "--stages", det, "--pool", str(sub), "--out", str(out), "--jobs", str(jobs),
+             log=work / f"detectors_{det}.log")
+        seconds[det] = _stage_seconds(out).get(det)
+        for s in det_stems:
+            src = out / det / f"{s}.png"
+            if src.is_file():
+                shutil.copyfile(src, mixed / src.name)
+                chosen[s] = det
     counts = {d: sum(v == d for v in chosen.values()) for d in DETECTORS}
-    return mixed, {"counts": counts, "detector_seconds": _stage_seconds(out)}
+    return mixed, {"counts": counts, "detector_seconds": seconds}
 
 
 # the paper's ablations, applied at inference to the trained model (Sec. V-C)
@@ -169,7 +185,10 @@ def _shown(path: Path, work: Path) -> str:
 
 def _command_args(args) -> str:
     """The options of this run as they would be typed (``--work`` left out: a local folder)."""
-    parts = [f"--n-train {args.n_train}", f"--n-test {args.n_test}", f"--jobs {args.jobs}"]
+    parts = [] if args.train_datasets == ["DUTS-TR-1k"] else [f"--train-datasets {' '.join(args.train_datasets)}"]
+    if args.n_train is not None:
+        parts.append(f"--n-train {args.n_train}")
+    parts += [f"--n-test {args.n_test}", f"--jobs {args.jobs}"]
     if args.split != "test":
         parts.append(f"--split {args.split}")
     parts += [f"--set {s}" for s in args.set]
@@ -185,7 +204,9 @@ def _command_args(args) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", required=True, type=Path, help="working folder (pools, pipeline outputs, caches)")
-    ap.add_argument("--n-train", type=int, default=1000, help="DUTS-TR-1k training images (default: all 1000)")
+    ap.add_argument("--train-datasets", nargs="+", default=["DUTS-TR-1k"],
+                    help="training datasets (their train splits); the shipped model: DUTS-TR-1k DUTS-TR-2k")
+    ap.add_argument("--n-train", type=int, default=None, help="training images (default: all of the datasets)")
     ap.add_argument("--n-test", type=int, default=500, help="ECSSD test images (default: all 500)")
     ap.add_argument("--split", choices=("test", "train"), default="test",
                     help="ECSSD split promoted (train: to choose settings, in WORK/val_pool and WORK/val_ecssd)")
@@ -203,11 +224,13 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     sets = [a for s in args.set for a in ("--set", s)]
     data = {"n_train": args.n_train, "n_test": args.n_test, "split": args.split, "jobs": args.jobs, "seed": args.seed,
-            "sets": args.set, "load_before": load_average()}
+            "sets": args.set, "train_datasets": args.train_datasets, "load_before": load_average()}
 
     model = args.model
     if model is None:
-        images, gts, stems = _subset("DUTS-TR-1k", "train", args.n_train, work / "train_pool", args.seed)
+        n_train = args.n_train if args.n_train is not None else 10**9
+        images, gts, stems = _subset(args.train_datasets, "train", n_train, work / "train_pool", args.seed)
+        data["n_train"] = len(stems)
         mixed, data["priors"] = _mixed_priors(images, gts, stems, work, args.jobs, args.seed)
         out = work / "train"
         wall = _cli("train", "relearn", "--pool", str(images), "--gt", str(gts), "--priors", str(mixed),
@@ -239,7 +262,8 @@ def main(argv=None) -> int:
                 methods=("relearn",))
     data["load_after"] = load_average()
 
-    md = [f"# MIJR re-learning through the pipeline (DUTS-TR-1k mixed priors -> ECSSD {args.split})", "",
+    md = [f"# MIJR re-learning through the pipeline ({' + '.join(args.train_datasets)} mixed priors -> ECSSD "
+          f"{args.split})", "",
           f"Command: `.venv/bin/python benchmarks/bench_relearn.py {_command_args(args)}`; load average before "
           f"{data['load_before']}, after {data['load_after']}.", ""]
     if "training" in data:

@@ -172,6 +172,7 @@ def relearn_image(
     *,
     sigma_s2: float = SIGMA_S2,
     use_filter: bool = True,
+    filter_threshold: float = 0.5,
     max_trusted: float = 1.0,
     corrections_only: bool = True,
     confident_only: bool = True,
@@ -209,6 +210,10 @@ def relearn_image(
         so every superpixel with an aligned instance is a candidate for re-learning (then
         narrowed by ``max_trusted`` and ``corrections_only``). Pairs are still ranked by the
         filter's trust.
+    filter_threshold : float, optional
+        ``delta = trust > filter_threshold``: a pair passes the filter when its trust exceeds
+        this, in (0, 1). The joint model was trained on the targets with a pair above 0.5 (the
+        model's ``settings["threshold"]``); a lower value lets more pairs, of lower trust, through.
     max_trusted : float, optional
         Re-learn only the superpixels of which the pseudo GT trusts (as salient or as background)
         at most this fraction of the pixels; the others keep the prior. 1: every superpixel with
@@ -229,6 +234,8 @@ def relearn_image(
     RelearnResult
     """
     features, labels, n, prior, prior_sp, pseudo = _target_inputs(features, labels, prior, pseudo_gt)
+    if not 0.0 < filter_threshold < 1.0:
+        raise ValueError(f"filter_threshold must be in (0, 1), got {filter_threshold!r}")
     if not 0.0 <= max_trusted <= 1.0:
         raise ValueError(f"max_trusted must be in [0, 1], got {max_trusted!r}")
     st = model.settings
@@ -242,7 +249,7 @@ def relearn_image(
         trust[pi.valid] = filter_pairs(model.filter, pi.x[pi.valid], device=device)
     # trust lies in [0, 1]: a threshold of -1 lets every existing pair through
     x, delta, g = rank_by_trust(pi.x, pi.valid, pi.similarity, np.nan_to_num(trust, nan=0.0),
-                                threshold=st["threshold"] if use_filter else -1.0)
+                                threshold=filter_threshold if use_filter else -1.0)
     scores = prior_sp.copy()
     relearned = np.zeros(n, bool)
     rows = np.flatnonzero(delta.any(1))

@@ -247,6 +247,8 @@ class RelearnParams:
         Width of the spatial weighting's kernel, in normalised coordinates (0: none).
     use_filter : bool
         False: every aligned pair passes (the paper's "without filter" ablation).
+    filter_threshold : float
+        A pair passes the filter when its trust exceeds this (the model was trained at 0.5).
     m : int
         At most this many retrieved images are read (0: the model's M; 1: the "M = 1" ablation).
     max_trusted : float
@@ -262,6 +264,7 @@ class RelearnParams:
     model: str = "relearn-duts"
     sigma_s2: float = param(SIGMA_S2, ge=0)
     use_filter: bool = True
+    filter_threshold: float = param(0.5, gt=0, lt=1)
     m: int = param(0, ge=0)
     max_trusted: float = param(1.0, ge=0, le=1)
     corrections_only: bool = True
@@ -297,7 +300,8 @@ def run_relearn(inputs, neighbours, params: RelearnParams, ctx):
                              a["superpixel_match"], a["superpixel_distance"]))
     r = relearn_image(model, inputs["superpixel_features"]["features"], inputs["slic"]["labels"],
                       inputs[params.prior]["map"], pseudo["pixels"], nbs, sigma_s2=params.sigma_s2,
-                      use_filter=params.use_filter, max_trusted=params.max_trusted,
+                      use_filter=params.use_filter, filter_threshold=params.filter_threshold,
+                      max_trusted=params.max_trusted,
                       corrections_only=params.corrections_only, confident_only=params.confident_only,
                       device=ctx.device)
     return {"map": r.map, "relearned": r.relearned}

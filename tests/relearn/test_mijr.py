@@ -103,6 +103,24 @@ def test_without_the_filter_every_aligned_superpixel_is_relearned(trained):
     np.testing.assert_array_equal(res.map, prior)
 
 
+def test_the_filter_threshold_decides_which_pairs_pass(trained):
+    f, prior, pgt, _, nbs = _target(7, [5, 0])
+    ungated = dict(corrections_only=False, confident_only=False)
+    default = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, **ungated)
+    np.testing.assert_array_equal(
+        relearn_image(trained.model, f, LABELS, prior, pgt, nbs, filter_threshold=0.5, **ungated).map, default.map)
+    best = np.nanmax(default.trust, axis=1)              # the most trusted pair of each superpixel
+    thresholds = [0.5, *np.quantile(best, [0.1, 0.5, 0.9])]   # between trusts actually met
+    for threshold in thresholds:
+        res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, filter_threshold=threshold, **ungated)
+        # a superpixel is re-learned exactly when one of its pairs is trusted above the threshold
+        np.testing.assert_array_equal(res.relearned, best > threshold)
+    assert (best > thresholds[1]).sum() > (best > thresholds[3]).sum() > 0   # different sets were tried
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="filter_threshold"):
+            relearn_image(trained.model, f, LABELS, prior, pgt, nbs, filter_threshold=bad)
+
+
 def test_max_trusted_relearns_only_what_the_pseudo_gt_leaves_uncertain(trained):
     wrong = [5, 0, 10, 15]                      # 5 and 0 uncertain in the pseudo GT, 10 and 15 trusted
     f, prior, pgt, _, nbs = _target(7, wrong)
