@@ -159,17 +159,32 @@ def _promote(out: Path, images: Path, gts: Path, prior: str, priors_dir: Path | 
                 *sets, "--out", str(out), "--jobs", str(jobs), log=log)
     stems = sorted(p.stem for p in gts.glob("*.png"))
     return {"wall_s": round(wall, 1), "scores": _scores(out, methods or (prior, "crf", "relearn")),
-            "changed_share": _changed_share(out, gts, stems, prior), "stages": _stage_seconds(out)}
+            **_changes(out, gts, stems, prior), "stages": _stage_seconds(out)}
 
 
 def _changed_share(out: Path, gts: Path, stems: list[str], prior: str = "priors") -> float:
     """Mean share of pixels whose relearn map differs from the prior's (where re-learning acted)."""
-    shares = []
+    return _changes(out, gts, stems, prior)["changed_share"]
+
+
+def _changes(out: Path, gts: Path, stems: list[str], prior: str = "priors") -> dict:
+    """Where relearn changed the prior: the mean share of pixels changed per image, and of all the
+    changed pixels of the images the share that moved closer to the ground truth (|map - GT|
+    smaller) and the mean change of |map - GT| over them (negative: better)."""
+    shares, closer, gain, n_changed = [], 0, 0.0, 0
     for s in stems:
-        shape = read_mask(gts / f"{s}.png").shape
-        before, after = read_map(out / prior / f"{s}.png", shape), read_map(out / "relearn" / f"{s}.png", shape)
-        shares.append(float(np.mean(np.abs(before - after) > 1.5 / 255)))
-    return float(np.mean(shares))
+        gt = (read_mask(gts / f"{s}.png") >= 128).astype(np.float32)   # GT at 128, as the evaluation
+        before = read_map(out / prior / f"{s}.png", gt.shape)
+        after = read_map(out / "relearn" / f"{s}.png", gt.shape)
+        changed = np.abs(before - after) > 1.5 / 255
+        shares.append(float(changed.mean()))
+        delta = np.abs(after - gt)[changed] - np.abs(before - gt)[changed]
+        closer += int((delta < 0).sum())
+        gain += float(delta.sum())
+        n_changed += int(changed.sum())
+    return {"changed_share": float(np.mean(shares)),
+            "closer_share": closer / n_changed if n_changed else None,
+            "error_change": gain / n_changed if n_changed else None}
 
 
 def _scores(out: Path, methods) -> dict:
@@ -178,9 +193,12 @@ def _scores(out: Path, methods) -> dict:
 
 
 def _shown(path: Path, work: Path) -> str:
-    """A path as the results write it: inside the working folder as WORK/... (a folder local to a machine)."""
+    """A path as the results write it: inside the working folder as WORK/... (a folder local to a machine),
+    inside the repository relative to it."""
     full, work = Path(path).resolve(), Path(work).resolve()
-    return f"WORK/{full.relative_to(work)}" if full.is_relative_to(work) else str(path)
+    if full.is_relative_to(work):
+        return f"WORK/{full.relative_to(work)}"
+    return str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else str(path)   # e.g. a shipped model
 
 
 def _command_args(args) -> str:
@@ -277,13 +295,17 @@ def main(argv=None) -> int:
         md += [f"Model: `{_shown(model, work)}` (not trained by this run).", ""]
     md += [f"## Promoted priors (ECSSD: {args.n_test} {args.split} images; SOD: all 300)", "",
            "| dataset / prior | map | " + " | ".join(lab for _, lab in METRICS)
-           + " | relearn s/image | pixels changed |",
+           + " | relearn s/image | pixels changed (of them closer to GT) |",
            "|---|---|" + "---|" * (len(METRICS) + 2)]
     for key, res in data["test"].items():
         for m, sc in res["scores"].items():
             secs = res["stages"].get("relearn", {}).get("s_per_item") if m == "relearn" else ""
             secs = "cached" if secs is None else secs  # every item read from the cache: no time
-            changed = f"{res['changed_share']:.1%}" if m == "relearn" and "changed_share" in res else ""
+            changed = ""
+            if m == "relearn" and "changed_share" in res:
+                changed = f"{res['changed_share']:.1%}"
+                if res.get("closer_share") is not None:
+                    changed += f" ({res['closer_share']:.0%} closer to GT)"
             md.append(f"| {key} | {m} | " + " | ".join("" if sc[k] is None else f"{sc[k]:.4f}" for k, _ in METRICS)
                       + f" | {secs} | {changed} |")
     md.append("")

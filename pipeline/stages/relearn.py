@@ -248,7 +248,8 @@ class RelearnParams:
     use_filter : bool
         False: every aligned pair passes (the paper's "without filter" ablation).
     filter_threshold : float
-        A pair passes the filter when its trust exceeds this (the model was trained at 0.5).
+        A pair passes the filter when its trust exceeds this (the model was trained at 0.5; the
+        default 0.005 was chosen on ECSSD train, ``benchmarks/results/tune_relearn_threshold.md``).
     m : int
         At most this many retrieved images are read (0: the model's M; 1: the "M = 1" ablation).
     max_trusted : float
@@ -264,7 +265,7 @@ class RelearnParams:
     model: str = "relearn-duts"
     sigma_s2: float = param(SIGMA_S2, ge=0)
     use_filter: bool = True
-    filter_threshold: float = param(0.5, gt=0, lt=1)
+    filter_threshold: float = param(0.005, gt=0, lt=1)
     m: int = param(0, ge=0)
     max_trusted: float = param(1.0, ge=0, le=1)
     corrections_only: bool = True

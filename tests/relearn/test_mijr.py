@@ -108,9 +108,9 @@ def test_the_filter_threshold_decides_which_pairs_pass(trained):
     ungated = dict(corrections_only=False, confident_only=False)
     default = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, **ungated)
     np.testing.assert_array_equal(
-        relearn_image(trained.model, f, LABELS, prior, pgt, nbs, filter_threshold=0.5, **ungated).map, default.map)
+        relearn_image(trained.model, f, LABELS, prior, pgt, nbs, filter_threshold=0.005, **ungated).map, default.map)
     best = np.nanmax(default.trust, axis=1)              # the most trusted pair of each superpixel
-    thresholds = [0.5, *np.quantile(best, [0.1, 0.5, 0.9])]   # between trusts actually met
+    thresholds = [0.005, *np.quantile(best, [0.1, 0.5, 0.9]), 0.5]   # the default, trusts actually met, training's
     for threshold in thresholds:
         res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, filter_threshold=threshold, **ungated)
         # a superpixel is re-learned exactly when one of its pairs is trusted above the threshold
