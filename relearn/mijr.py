@@ -52,8 +52,8 @@ Decisions the paper leaves open
   0.764, DSS 0.804 -> 0.800 / 0.798, PiCANet 0.811 -> 0.802 / 0.799, RBD 0.520 -> 0.532 / 0.539.
 * **The filter's threshold at inference** (``filter_threshold``, default 0.005; training uses 0.5).
   The filter is trained on the paper's 30k / 50k draw, 3 : 5, while about 3% of the pairs are
-  Table I positives, and its trust is extreme (most pairs near 0, a few near 1): at 0.5 it
-  passes the pairs of few superpixels (0.7-2.4% of the pixels changed). Swept on 100 ECSSD
+  Table I positives, and at 0.5 it passes the pairs of few superpixels (1.1-2.4% of the pixels
+  changed; 7-9% of a weak prior's at 0.005). Swept on 100 ECSSD
   *train* images with the same recipe's model (``benchmarks/results/tune_relearn_threshold.md``),
   max F of u2netp / contrast / gradsal: 0.9 -> 0.920 / 0.605 / 0.661, 0.5 -> 0.918 / 0.620 / 0.672,
   0.1 -> 0.915 / 0.641 / 0.691, 0.02 -> 0.915 / 0.664 / 0.713, 0.005 -> 0.915 / 0.679 / 0.725,
@@ -62,8 +62,8 @@ Decisions the paper leaves open
   lowest MAE of the two weak priors (0.173 / 0.173 against 0.207 / 0.213 at 0.5). The filter
   still matters: letting every pair into Eq. 6's mean is worse than dropping those under 0.005.
   Of the pixels re-learning changes on the weak priors about 90% move closer to the ground
-  truth, on u2netp under a third at every threshold (0.7-1.8% of its pixels): re-learning does
-  not improve a strong prior's max F at any threshold tried.
+  truth, on u2netp 28-43% (0.7-1.8% of its pixels): re-learning does not improve a strong
+  prior's max F at any threshold tried.
 * **Joint training rows** are the targets with a pair that *the filter* passes (not the Table I
   positives): the joint model then learns on the same kind of rows it is applied to.
 * **Memory.** Pair inputs are built only for the drawn pairs and rows, stored as float16 (about
