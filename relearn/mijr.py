@@ -376,6 +376,7 @@ def train_relearn(
     iterations: int = 80_000,
     batch_size: int = 64,
     min_error: float = MIN_ERROR,
+    joint_threshold: float = 0.5,
     seed: int = 0,
     device: str = "cpu",
 ) -> RelearnTraining:
@@ -401,6 +402,9 @@ def train_relearn(
         FC5 widths and SGD settings of both networks (paper: 0.001, 0.9, 0.005, 80 000).
     min_error : float, optional
         The e_m clip of Eq. 8.
+    joint_threshold : float, optional
+        ``delta = trust > joint_threshold`` while training the joint model: the targets with a
+        pair above it are its rows, and it gates their pairs (module notes).
     seed : int, optional
         Draws, initialisations and batch orders.
     device : str, optional
@@ -414,6 +418,8 @@ def train_relearn(
         raise ValueError("images: expected a non-empty pool")
     m = check_int(m, "m")
     max_targets = check_int(max_targets, "max_targets")
+    if not 0.0 < joint_threshold < 1.0:
+        raise ValueError(f"joint_threshold must be in (0, 1), got {joint_threshold!r}")
     prepared = []
     for k, img in enumerate(images):
         if not isinstance(img, PoolImage):
@@ -466,7 +472,7 @@ def train_relearn(
     del x_filter
 
     # the filter on every pair of every target; rows with a pair passing it train the joint model
-    threshold = 0.5
+    threshold = float(joint_threshold)
     candidates = []
     for k in targets:
         pi = inputs(k)

@@ -156,6 +156,9 @@ class RelearnFitParams:
         Pairs (filter) or targets (joint model) per step.
     min_error : float
         The e_m clip of Eq. 8.
+    joint_threshold : float
+        The filter's threshold while training the joint model: targets with a pair above it are
+        its rows (``relearn.filter_threshold`` is the one at inference).
     seed : int
         Draws, initialisations and batch orders.
     """
@@ -175,6 +178,7 @@ class RelearnFitParams:
     iterations: int = param(80_000, ge=1)
     batch_size: int = param(64, ge=1)
     min_error: float = param(MIN_ERROR, gt=0, lt=0.5)
+    joint_threshold: float = param(0.5, gt=0, lt=1)
     seed: int = param(0, ge=0)
 
 

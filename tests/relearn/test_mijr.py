@@ -212,3 +212,16 @@ def test_without_context_the_networks_read_the_papers_pair_feature_alone():
     assert fit.model.filter.hparams["in_dim"] == fit.model.joint.hparams["in_dim"] == 2 * 3
     f, prior, pgt, _, nbs = _target(11, [5])
     assert relearn_image(fit.model, f, LABELS, prior, pgt, nbs).map.shape == LABELS.shape
+
+
+def test_the_joint_threshold_decides_which_targets_train_the_joint_model():
+    pool = _pool(3, n_images=6)
+    low = train_relearn(pool, joint_threshold=0.01, **{**SMALL, "iterations": 40})
+    high = train_relearn(pool, joint_threshold=0.99, **{**SMALL, "iterations": 40})
+    # the same filter (same seed and draw); a lower threshold lets more targets' pairs through
+    for key, value in low.model.filter.state_arrays().items():
+        np.testing.assert_array_equal(value, high.model.filter.state_arrays()[key])
+    assert low.record["joint_rows"] > high.record["joint_rows"] >= 1
+    assert low.model.settings["threshold"] == 0.01 and high.model.settings["threshold"] == 0.99
+    with pytest.raises(ValueError, match="joint_threshold must be in"):
+        train_relearn(pool, joint_threshold=1.0, **SMALL)
