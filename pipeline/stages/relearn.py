@@ -158,7 +158,8 @@ class RelearnFitParams:
         The e_m clip of Eq. 8.
     joint_threshold : float
         The filter's threshold while training the joint model: targets with a pair above it are
-        its rows (``relearn.filter_threshold`` is the one at inference).
+        its rows and it gates their pairs; default 0.005, ``relearn.filter_threshold``'s default
+        at inference, so the joint model learns on the rows it is applied to.
     seed : int
         Draws, initialisations and batch orders.
     """
@@ -178,7 +179,7 @@ class RelearnFitParams:
     iterations: int = param(80_000, ge=1)
     batch_size: int = param(64, ge=1)
     min_error: float = param(MIN_ERROR, gt=0, lt=0.5)
-    joint_threshold: float = param(0.5, gt=0, lt=1)
+    joint_threshold: float = param(0.005, gt=0, lt=1)
     seed: int = param(0, ge=0)
 
 
@@ -252,8 +253,9 @@ class RelearnParams:
     use_filter : bool
         False: every aligned pair passes (the paper's "without filter" ablation).
     filter_threshold : float
-        A pair passes the filter when its trust exceeds this (the model was trained at 0.5; the
-        default 0.005 was chosen on ECSSD train, ``benchmarks/results/tune_relearn_threshold.md``).
+        A pair passes the filter when its trust exceeds this (the default 0.005 was chosen on ECSSD
+        train, ``benchmarks/results/tune_relearn_threshold.md``; the shipped model was trained with
+        the same value, ``relearn_fit.joint_threshold``).
     m : int
         At most this many retrieved images are read (0: the model's M; 1: the "M = 1" ablation).
     max_trusted : float
