@@ -280,8 +280,8 @@ def main(argv=None) -> int:
                 methods=("relearn",))
     data["load_after"] = load_average()
 
-    md = [f"# MIJR re-learning through the pipeline ({' + '.join(args.train_datasets)} mixed priors -> ECSSD "
-          f"{args.split})", "",
+    trained_on = f"{' + '.join(args.train_datasets)} mixed priors" if args.model is None else "a given model"
+    md = [f"# MIJR re-learning through the pipeline ({trained_on} -> ECSSD {args.split})", "",
           f"Command: `.venv/bin/python benchmarks/bench_relearn.py {_command_args(args)}`; load average before "
           f"{data['load_before']}, after {data['load_after']}.", ""]
     if "training" in data:
