@@ -31,6 +31,8 @@ from relearn.instance_pairs import (
 )
 from relearn.joint import JointModel, JointTraining, boost_weight, predict_joint, rank_by_trust, train_joint
 from relearn.mijr import (
+    FILTER_THRESHOLD,
+    JOINT_THRESHOLD,
     NeighbourRef,
     PoolImage,
     RelearnModel,
@@ -53,6 +55,6 @@ __all__ = [
     "PairFilter", "filter_pairs", "train_pair_filter",
     "JointModel", "JointTraining", "boost_weight", "predict_joint", "rank_by_trust", "train_joint",
     "SIGMA_S2", "spatial_weighting",
-    "NeighbourRef", "PoolImage", "RelearnModel", "RelearnResult", "RelearnTraining", "relearn_image",
-    "train_relearn",
+    "FILTER_THRESHOLD", "JOINT_THRESHOLD", "NeighbourRef", "PoolImage", "RelearnModel", "RelearnResult",
+    "RelearnTraining", "relearn_image", "train_relearn",
 ]

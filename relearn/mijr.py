@@ -112,8 +112,12 @@ from relearn import _nets
 from superpixels import region_mean
 from superpixels.validation import check_int, check_labels, check_map
 
-__all__ = ["NeighbourRef", "PoolImage", "RelearnModel", "RelearnResult", "RelearnTraining",
-           "relearn_image", "train_relearn"]
+__all__ = ["FILTER_THRESHOLD", "JOINT_THRESHOLD", "NeighbourRef", "PoolImage", "RelearnModel", "RelearnResult",
+           "RelearnTraining", "relearn_image", "train_relearn"]
+
+# the filter's delta threshold at inference and while training the joint model (module notes)
+FILTER_THRESHOLD = 0.0002
+JOINT_THRESHOLD = 0.005
 
 
 @dataclass
@@ -199,7 +203,7 @@ def relearn_image(
     *,
     sigma_s2: float = SIGMA_S2,
     use_filter: bool = True,
-    filter_threshold: float = 0.0002,
+    filter_threshold: float = FILTER_THRESHOLD,
     max_trusted: float = 1.0,
     corrections_only: bool = True,
     confident_only: bool = True,
@@ -388,7 +392,7 @@ def train_relearn(
     iterations: int = 80_000,
     batch_size: int = 64,
     min_error: float = MIN_ERROR,
-    joint_threshold: float = 0.005,
+    joint_threshold: float = JOINT_THRESHOLD,
     seed: int = 0,
     device: str = "cpu",
 ) -> RelearnTraining:

@@ -29,6 +29,8 @@ import numpy as np
 from pipeline.registry import FEATURE_STAGES, ModelSlot, NeighbourInputs, Resources, Stage, param, register
 from pipeline.stages.features import model_feature_stage, tap_strides
 from relearn import (
+    FILTER_THRESHOLD,
+    JOINT_THRESHOLD,
     M_NEIGHBOURS,
     SIGMA_S2,
     T1,
@@ -179,7 +181,7 @@ class RelearnFitParams:
     iterations: int = param(80_000, ge=1)
     batch_size: int = param(64, ge=1)
     min_error: float = param(MIN_ERROR, gt=0, lt=0.5)
-    joint_threshold: float = param(0.005, gt=0, lt=1)
+    joint_threshold: float = param(JOINT_THRESHOLD, gt=0, lt=1)
     seed: int = param(0, ge=0)
 
 
@@ -271,7 +273,7 @@ class RelearnParams:
     model: str = "relearn-duts"
     sigma_s2: float = param(SIGMA_S2, ge=0)
     use_filter: bool = True
-    filter_threshold: float = param(0.0002, gt=0, lt=1)
+    filter_threshold: float = param(FILTER_THRESHOLD, gt=0, lt=1)
     m: int = param(0, ge=0)
     max_trusted: float = param(1.0, ge=0, le=1)
     corrections_only: bool = True
