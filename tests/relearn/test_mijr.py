@@ -112,7 +112,7 @@ def test_the_filter_threshold_decides_which_pairs_pass(trained):
     np.testing.assert_array_equal(
         relearn_image(trained.model, f, LABELS, prior, pgt, nbs, filter_threshold=0.0002, **ungated).map, default.map)
     best = np.nanmax(default.trust, axis=1)              # the most trusted pair of each superpixel
-    thresholds = [0.0002, *np.quantile(best, [0.1, 0.5, 0.9]), 0.5]   # the default, trusts actually met, training's
+    thresholds = [0.0002, *np.quantile(best, [0.1, 0.5, 0.9]), 0.5]   # the default, trusts actually met, 0.5
     for threshold in thresholds:
         res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, filter_threshold=threshold, **ungated)
         # a superpixel is re-learned exactly when one of its pairs is trusted above the threshold
