@@ -12,7 +12,7 @@ pixels changed and, of them, the share closer to the GT, and the mean max F over
     .venv/bin/python benchmarks/tune_relearn_threshold.py --work ../relearn-bench --model ../relearn-bench/models/deep.npz \\
         --tag deep1k --thresholds 0.9 0.1 0.02 0.005 0.001 0.0002 nofilter --existing 0.5=tune_relearn_features_deep_model
 
-Writes ``benchmarks/results/tune_relearn_threshold.{json,md}``.
+Writes ``benchmarks/results/tune_relearn_threshold.{json,md}`` (``--results NAME``: ``NAME.{json,md}``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ if not __package__:  # run as a script: make the repository root importable
 
 from benchmarks import bench_relearn  # noqa: E402
 from benchmarks._common import RESULTS, write_results  # noqa: E402
+from pipeline import models  # noqa: E402
 
 DURATION = "~4 min per threshold on 100 ECSSD train images once bench_relearn's caches exist"
 PRIORS = bench_relearn.DETECTORS
@@ -42,7 +43,8 @@ def _command(args) -> str:
     parts = ["--work WORK", f"--model {bench_relearn._shown(args.model, args.work)}", f"--tag {args.tag}",
              "--thresholds " + " ".join(args.thresholds)]
     parts += [f"--existing {e}" for e in args.existing] + [f"--extra '{e}'" for e in args.extra]
-    return " ".join(parts + ([f"--n-test {args.n_test}"] if args.n_test != 100 else []))
+    parts += [f"--n-test {args.n_test}"] if args.n_test != 100 else []
+    return " ".join(parts + ([f"--results {args.results}"] if args.results != "tune_relearn_threshold" else []))
 
 
 def _row(name: str) -> dict:
@@ -63,7 +65,9 @@ def main(argv=None) -> int:
     ap.add_argument("--extra", action="append", default=[], metavar="LABEL=NAME")
     ap.add_argument("--n-test", type=int, default=100)
     ap.add_argument("--rerun", action="store_true")
+    ap.add_argument("--results", default="tune_relearn_threshold", help="name of the summary's result files")
     args = ap.parse_args(argv)
+    trained_at = models.read_meta(args.model)["hparams"]["threshold"]
     names = {t: f"tune_relearn_threshold_{args.tag}_{t}" for t in args.thresholds}
     names.update(dict(e.split("=", 1) for e in args.existing))
     for t, name in names.items():
@@ -88,8 +92,8 @@ def main(argv=None) -> int:
     md = ["# MIJR re-learning: the instance-pair filter's threshold at inference (ECSSD train)", "",
           f"Command: `.venv/bin/python benchmarks/tune_relearn_threshold.py {_command(args)}` "
           "(WORK: bench_relearn's working folder).", "",
-          "`relearn.filter_threshold`: a pair passes the filter when the filter's trust exceeds it. Training passes "
-          "pairs at 0.5 (the model's `settings[\"threshold\"]`). Scored on "
+          "`relearn.filter_threshold`: a pair passes the filter when the filter's trust exceeds it. This model was "
+          f"trained passing pairs at {trained_at} (its `settings[\"threshold\"]`). Scored on "
           f"{args.n_test} images of ECSSD's *train* split (`bench_relearn.py --split train`), the other defaults "
           "(`corrections_only`, `confident_only`) on. One file per row, with its command: "
           + ", ".join(f"`{n}.md`" for n in names.values()) + ".", "",
@@ -111,8 +115,9 @@ def main(argv=None) -> int:
         label, name = e.split("=", 1)
         res = _row(name)
         extra[label] = {p: res[f"ECSSD/{p}"]["scores"]["relearn"] for p in PRIORS}
-        md.append(f"{label} (`{name}.md`): " + ", ".join(f"{p} {_cell(extra[label][p])}" for p in PRIORS) + ".")
-    write_results("tune_relearn_threshold", {"names": names, "prior": prior, "rows": rows, "best": best,
+        md.append(f"{label} (`{name}.md`): " + ", ".join(f"{p} {_cell(extra[label][p])}" for p in PRIORS)
+                  + f"; mean max F {mean(extra[label]):.4f}.")
+    write_results(args.results, {"trained_at": trained_at, "names": names, "prior": prior, "rows": rows, "best": best,
                                              "extra": extra}, "\n".join(md) + "\n")
     return 0
 

@@ -64,7 +64,7 @@ Decisions the paper leaves open
     0.917 / 0.676 / 0.722, 0.0002 -> 0.918 / 0.649 / 0.707, every pair (no filter) -> 0.919 /
     0.634 / 0.699: with that model the filter mattered, 0.005 was best;
   - fitted on DUTS-TR-1k + 2k with the mixed priors, identical but for ``joint_threshold``
-    (``tune_relearn_3k*.md``): 0.5 and inference at 0.005 -> 0.917 / 0.714 / 0.751; 0.005 and
+    (``tune_relearn_threshold_3k.md``): 0.5 and inference at 0.005 -> 0.917 / 0.714 / 0.751; 0.005 and
     inference at 0.02 -> 0.916 / 0.691 / 0.730, 0.005 -> 0.916 / 0.745 / 0.773, 0.001 -> 0.916 /
     0.761 / 0.795, 0.0002 -> 0.916 / 0.763 / 0.799 (MAE of contrast / gradsal 0.150 / 0.144),
     every pair -> 0.916 / 0.763 / 0.798; 0.001 and inference at 0.001 -> 0.912 / 0.755 / 0.783,
