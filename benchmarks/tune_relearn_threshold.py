@@ -117,8 +117,8 @@ def main(argv=None) -> int:
         extra[label] = {p: res[f"ECSSD/{p}"]["scores"]["relearn"] for p in PRIORS}
         md.append(f"{label} (`{name}.md`): " + ", ".join(f"{p} {_cell(extra[label][p])}" for p in PRIORS)
                   + f"; mean max F {mean(extra[label]):.4f}.")
-    write_results(args.results, {"trained_at": trained_at, "names": names, "prior": prior, "rows": rows, "best": best,
-                                             "extra": extra}, "\n".join(md) + "\n")
+    write_results(args.results, {"trained_at": trained_at, "names": names, "prior": prior, "rows": rows,
+                                 "best": best, "extra": extra}, "\n".join(md) + "\n")
     return 0
 
 

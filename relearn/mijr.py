@@ -64,17 +64,17 @@ Decisions the paper leaves open
     0.917 / 0.676 / 0.722, 0.0002 -> 0.918 / 0.649 / 0.707, every pair (no filter) -> 0.919 /
     0.634 / 0.699: with that model the filter mattered, 0.005 was best;
   - fitted on DUTS-TR-1k + 2k with the mixed priors, identical but for ``joint_threshold``
-    (``tune_relearn_threshold_3k.md``): 0.5 and inference at 0.005 -> 0.917 / 0.714 / 0.751; 0.005 and
-    inference at 0.02 -> 0.916 / 0.691 / 0.730, 0.005 -> 0.916 / 0.745 / 0.773, 0.001 -> 0.916 /
-    0.761 / 0.795, 0.0002 -> 0.916 / 0.763 / 0.799 (MAE of contrast / gradsal 0.150 / 0.144),
-    every pair -> 0.916 / 0.763 / 0.798; 0.001 and inference at 0.001 -> 0.912 / 0.755 / 0.783,
-    at 0.0002 -> 0.913 / 0.756 / 0.785.
+    (``tune_relearn_threshold_3k.md``): 0.5 and inference at 0.005 -> 0.917 / 0.714 / 0.751;
+    0.005 and inference at 0.02 -> 0.916 / 0.691 / 0.730, 0.005 -> 0.916 / 0.745 / 0.773,
+    0.001 -> 0.916 / 0.761 / 0.795, 0.0002 -> 0.916 / 0.763 / 0.799 (MAE of contrast / gradsal
+    0.150 / 0.144), every pair -> 0.916 / 0.763 / 0.798; 0.001 and inference at 0.001 -> 0.912 /
+    0.755 / 0.783, at 0.0002 -> 0.913 / 0.756 / 0.785.
 
   Training at 0.005 gives the joint model more rows of the kind it then sees, and that model is
   best at the lowest inference thresholds tried: 0.0002 has the largest mean max F and the
-  lowest MAE, no filter at all is within 0.001 of it. The filter then acts
-  through training (which targets are rows) and through the ranking of each row's pairs by
-  trust (the m-th classifier reads the m-th most trusted pair), hardly through ``delta``.
+  lowest MAE, no filter at all is within 0.001 of it. The filter then acts through training
+  (which targets are rows) and through the ranking of each row's pairs by trust (the m-th
+  classifier reads the m-th most trusted pair), hardly through ``delta``.
   Of the pixels re-learning changes on the weak priors 92-95% move closer to the ground
   truth, on u2netp 32-36% (1.5% of its pixels): re-learning does not improve a strong prior's
   max F with any setting tried.
