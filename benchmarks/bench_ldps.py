@@ -192,10 +192,17 @@ def main(argv=None) -> int:
                     help="only the speed table, with the shipped model (written to ldps_speed.{md,json})")
     ap.add_argument("--only-shipped", action="store_true",
                     help="only the prior and the shipped model's rows (written to ldps_shipped.{md,json})")
+    ap.add_argument("--merges", nargs="+", choices=("logodds", "confidence", "none", "mean"), default=None,
+                    help="how the pool and shipped rows combine the discriminator's map with the prior; the first "
+                         "is the rows' plain label, the others get ', RULE merge' (default: the stage's merge)")
     ap.add_argument("--single-n", type=int, default=60,
                     help="ldps_single (the slowest rows) on this many images per dataset, a fixed random subset "
                          "(seed 0), with the prior and crf rows of the same images beside it; 0: leave it out")
     args = ap.parse_args(argv)
+    merges = args.merges or [LdpsParams().merge]
+
+    def merged(label, rule):
+        return label if rule == merges[0] else f"{label[:-1]}, {rule} merge)"
 
     import warnings
 
@@ -274,8 +281,9 @@ def main(argv=None) -> int:
             if u2 is not None and method != "u2netp":
                 res["mean with u2netp"] = sod_scores([(p + q) / 2 for p, q in zip(pri, u2)], gts, s_measure=True)
             if args.only_shipped:
-                out, s = _timed(lambda f, p: ldps_promote(f, p, shipped), list(zip(ship_feats, pri)))
-                res["ldps (shipped)"] = {**sod_scores(out, gts, s_measure=True), "s_per_image": s}
+                for rule in merges:
+                    out, s = _timed(lambda f, p: ldps_promote(f, p, shipped, merge=rule), list(zip(ship_feats, pri)))
+                    res[merged("ldps (shipped)", rule)] = {**sod_scores(out, gts, s_measure=True), "s_per_image": s}
                 entry["priors"][method] = res
                 rows += _rows(method, res)
                 print(dataset, method, res, flush=True)
@@ -286,13 +294,16 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             fit = train_relation_network(feats, pri, tap_strides=strides, taps=taps, input_size=size, **fit_kwargs)
             train_s = time.perf_counter() - t0
-            out, s = _timed(lambda f, p: ldps_promote(f, p, fit.network), list(zip(feats, pri)))
             n_fg = sum(int((p > fit.network.hparams["theta_fg"]).any()) for p in pri)
-            res["ldps (pool)"] = {**sod_scores(out, gts, s_measure=True), "s_per_image": s,
-                                  "train_s": train_s, "trained_on": fit.images, "no_fg": len(pri) - n_fg}
+            for rule in merges:
+                out, s = _timed(lambda f, p: ldps_promote(f, p, fit.network, merge=rule), list(zip(feats, pri)))
+                res[merged("ldps (pool)", rule)] = {**sod_scores(out, gts, s_measure=True), "s_per_image": s,
+                                                    "train_s": train_s, "trained_on": fit.images,
+                                                    "no_fg": len(pri) - n_fg}
             if shipped is not None:
-                out, s = _timed(lambda f, p: ldps_promote(f, p, shipped), list(zip(ship_feats, pri)))
-                res["ldps (shipped)"] = {**sod_scores(out, gts, s_measure=True), "s_per_image": s}
+                for rule in merges:
+                    out, s = _timed(lambda f, p: ldps_promote(f, p, shipped, merge=rule), list(zip(ship_feats, pri)))
+                    res[merged("ldps (shipped)", rule)] = {**sod_scores(out, gts, s_measure=True), "s_per_image": s}
             if args.single_n:
                 sub = np.sort(np.random.default_rng(0).choice(len(stems), min(args.single_n, len(stems)), replace=False))
                 sub_gts = [gts[i] for i in sub]
@@ -327,7 +338,10 @@ def main(argv=None) -> int:
         "# LDPS: priors before and after promotion, against the dense-CRF baseline",
         "",
         f"Pool mode trains self-supervised on each dataset's own images and priors (the paper's protocol; "
-        f"no ground truth is used), with the `ldps_fit` defaults on `{args.features}`"
+        f"no ground truth is used), with the `ldps_fit` defaults on `{args.features}`; the pool and shipped rows "
+        f"merge the discriminator's map with the prior by `{merges[0]}`"
+        + (f" (rows marked otherwise: {', '.join(merges[1:])})" if len(merges) > 1 else "")
+        + " (`confidence` is the paper's Eq. 10-11)"
         + (f"; the shipped rows: `{args.model}` on `{shipped_features}`" if shipped is not None else "")
         + f". CPU, {args.threads} torch threads; "
         f"load average before {data['load_before']}, after {data['load_after']} (a shared machine).",
@@ -345,6 +359,7 @@ def main(argv=None) -> int:
         + (" --no-shipped" if args.no_shipped else f" --model {args.model}")
         + (" --only-shipped" if args.only_shipped else "") + f" --features {args.features}"
         + (" --fusion" if args.fusion else "") + (" --no-crf" if args.no_crf else "")
+        + (f" --merges {' '.join(args.merges)}" if args.merges else "")
         + f" --single-n {args.single_n}" + (f" --results {args.results}" if args.results else "") + "`",
         "",
     ]
@@ -353,7 +368,9 @@ def main(argv=None) -> int:
         lines[2] = (f"The model shipped in the package (trained self-supervised on DUTS-TR images with u2netp priors; "
                     f"its card: `pipeline/shipped_models/{args.model}.md`), on `{shipped_features}`. CPU, "
                     f"{args.threads} torch threads; load average before {data['load_before']}, after "
-                    f"{data['load_after']}.")
+                    f"{data['load_after']}. Merge with the prior: `{merges[0]}`"
+                    + (f" (rows marked otherwise: {', '.join(merges[1:])})" if len(merges) > 1 else "")
+                    + " (`confidence` is the paper's Eq. 10-11).")
     write_results(args.results or ("ldps_shipped" if args.only_shipped else "ldps"), data, "\n".join(lines))
     return 0
 

@@ -23,7 +23,7 @@ seconds per image of the promotion alone (the taps are timed apart).
 Usage::
 
     .venv/bin/python benchmarks/bench_lps.py --model lps-duts --fc-model FC.npz \\
-        --ecssd-maps ../ecssd-test-run [--iterations 1 3] [--fc-iterations 1] [--merges confidence none]
+        --ecssd-maps ../ecssd-test-run [--iterations 1 3] [--fc-iterations 1] [--merges logodds none]
 
 ``--model`` / ``--fc-model`` are shipped model names or model files (``python -m pipeline train lps``
 writes one). Writes ``benchmarks/results/lps.{json,md}`` (``--results NAME``: ``NAME.{json,md}``).
@@ -53,6 +53,7 @@ from benchmarks._common import (  # noqa: E402
     split_stems,
     write_results,
 )
+from pipeline.stages.promote import LpsParams  # noqa: E402
 
 DURATION = "~25 min on 2 busy cores (SOD 300 images x 6 priors, ECSSD 500 x 3; Conv T = 1, 3 and FC T = 1)"
 
@@ -168,8 +169,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fusion", action="store_true",
                     help="add the baseline 'mean with u2netp': each prior averaged with U2-Netp's map "
                          "(the detector whose decoder the u2netp_features taps come from)")
-    ap.add_argument("--merges", nargs="+", choices=("confidence", "none", "mean"), default=["confidence", "none"],
-                    help="how Y(T) is combined with the prior (default: confidence, the stage's; none, the paper's)")
+    ap.add_argument("--merges", nargs="+", choices=("logodds", "confidence", "none", "mean"),
+                    default=["logodds", "none"],
+                    help="how Y(T) is combined with the prior (default: logodds, the stage's; none, the paper's)")
     args = ap.parse_args(argv)
 
     import torch
@@ -207,7 +209,8 @@ def main(argv=None) -> int:
             settings, readers, args.merges, args.fusion)
     data["load_after"] = load_average()
 
-    default_merge = "confidence" if "confidence" in args.merges else args.merges[0]  # the stage's default first
+    stage_merge = LpsParams().merge
+    default_merge = stage_merge if stage_merge in args.merges else args.merges[0]  # the stage's default first
     first = _label(settings[0][0], settings[0][2][0], default_merge)
     models_line = "; ".join(f"{k}: `{v['model']}` (sha256 {v['sha256'][:12]}..., C = {v['hparams']['channels']}, "
                             f"D = {v['hparams']['dim']}, on {v['features']})" for k, v in described.items())
@@ -218,6 +221,7 @@ def main(argv=None) -> int:
            + (f" --ecssd-maps {args.ecssd_maps}" if args.ecssd_maps else "")
            + (" --fusion" if args.fusion else "")
            + f" --merges {' '.join(args.merges)}"
+           + (f" --threads {args.threads}" if args.threads != 1 else "")
            + (f" --results {args.results}" if args.results != "lps" else ""))
     lines = ["# LPS: priors before and after promotion", "",
              f"Models: {models_line}. Scores: `pipeline.evaluation` (max F, adaptive F at twice the mean, MAE, "

@@ -1,18 +1,21 @@
-"""Choose how LPS's output is combined with the prior, on ECSSD train: the measurement behind the
-``merge`` default in ``promote/lps.py``.
+"""Choose how a promoter's output is combined with the prior, on ECSSD train: the measurements
+behind the ``merge`` defaults of ``promote/lps.py`` and ``promote/ldps.py``.
 
-The paper outputs ``Y(T)`` alone. With a frozen backbone the embedding's ceiling is below a strong
+LPS's paper outputs ``Y(T)`` alone. With a frozen backbone the embedding's ceiling is below a strong
 prior's, so strong priors come out worse; this compares :func:`promote.merge_with_prior`'s rules
 (``none``: the paper; ``confidence``: LDPS's Eq. 11; ``mean``: Eq. 5 with the prior kept as the
-first averaged map) with the given model, ``T = 1`` and ``T = 3``, on the first N stems of ECSSD
-``train.txt`` (never a test split) with the ``u2netp`` and ``contrast`` priors (``--priors``; ``arn``
-is the shipped ARN detector, a deep prior that does not come from U2-Netp, for models that read
-the U2-Netp taps). The taps are those of the feature stage the model was trained on.
+first averaged map; ``logodds``: the two maps' odds multiplied) with the given model, ``T = 1`` and
+``T = 3``, on the first N stems of ECSSD ``train.txt`` (never a test split) with the ``u2netp`` and
+``contrast`` priors (``--priors``; ``arn`` is the shipped ARN detector, a deep prior that does not
+come from U2-Netp, for models that read the U2-Netp taps; ``gt`` is the ground truth itself: with
+``none``, the promoter's ceiling when its regions are perfect). The taps are those of the feature
+stage the model was trained on. ``--promoter ldps`` does the same for LDPS's discriminator map, whose
+paper merges it by Eq. 10-11 (``confidence``).
 
 Usage::
 
-    .venv/bin/python benchmarks/tune_lps_merge.py [--model lps-duts] [--n 200] [--threads 2]
-        [--priors u2netp contrast arn]
+    .venv/bin/python benchmarks/tune_lps_merge.py [--promoter lps] [--model lps-duts] [--n 200]
+        [--threads 2] [--priors u2netp contrast arn]
 
 Writes ``benchmarks/results/tune_lps_merge.{json,md}`` (``--results NAME``: ``NAME.{json,md}``).
 """
@@ -44,17 +47,21 @@ from benchmarks._common import (  # noqa: E402
 
 DURATION = "~6 min on 2 cores (200 images: taps, two priors, LPS at T = 1 and 3)"
 PRIORS = ("u2netp", "contrast")
-DETECTORS = ("u2netp", "contrast", "arn")
+DETECTORS = ("u2netp", "contrast", "arn", "gt")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="lps-duts", help="shipped model name or model file (default lps-duts)")
+    ap.add_argument("--promoter", choices=("lps", "ldps"), default="lps",
+                    help="whose output is merged: LPS's Y(T) or LDPS's discriminator map (default lps)")
+    ap.add_argument("--model", default=None,
+                    help="shipped model name or model file (default lps-duts; for ldps, the stage's model)")
     ap.add_argument("--n", type=int, default=200, help="first N stems of ECSSD train.txt")
     ap.add_argument("--iterations", type=int, nargs="+", default=[1, 3], help="values of T")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--priors", nargs="+", choices=DETECTORS, default=list(PRIORS),
-                    help="prior detectors (default: u2netp contrast)")
+                    help="prior detectors (default: u2netp contrast); gt: the ground truth itself, the "
+                         "promoter's ceiling with perfect regions")
     ap.add_argument("--results", default="tune_lps_merge", help="name of the result files (default tune_lps_merge)")
     args = ap.parse_args(argv)
 
@@ -64,20 +71,31 @@ def main(argv=None) -> int:
     from detect.u2netp import u2netp_map
     from pipeline import models
     from pipeline.stages.features import model_feature_stage
-    from promote import AnchorNetwork, lps_promote, merge_with_prior
+    from pipeline.stages.ldps import LdpsParams
+    from promote import AnchorNetwork, RelationNetwork, ldps_promote, lps_promote, merge_with_prior
     from promote.lps import MERGES
 
     torch.set_num_threads(args.threads)
-    ref = models.resolve("lps", args.model)
+    if args.model is None:
+        args.model = "lps-duts" if args.promoter == "lps" else LdpsParams().model
+    ref = models.resolve(args.promoter, args.model)
     model = ref.load()
-    network = AnchorNetwork.from_state(model.arrays, model.hparams)
+    if args.promoter == "lps":
+        network = AnchorNetwork.from_state(model.arrays, model.hparams)
+    else:
+        network = RelationNetwork.from_state(model.arrays, model.hparams)
+        args.iterations = [1]  # LDPS has no iterations: one pass
     features = model_feature_stage(model)
     stems = split_stems("ECSSD", "train")[:args.n]
     images = [read_rgb(image_path("ECSSD", s)) for s in stems]
     gts = [read_mask(gt_path("ECSSD", s)) for s in stems]
     read_taps = taps_reader(features, args.threads)
     feats = [read_taps(im) for im in images]
-    detectors = {"u2netp": u2netp_map, "contrast": contrast_saliency, "arn": arn_detector(args.threads)}
+    detectors = {"u2netp": u2netp_map, "contrast": contrast_saliency}
+    if "arn" in args.priors:
+        detectors["arn"] = arn_detector(args.threads)
+    gt_of = {id(im): g for im, g in zip(images, gts)}
+    detectors["gt"] = lambda im: (gt_of[id(im)] > 127).astype(np.float32)  # masks are 0 / 255
     top = max(args.iterations)
     data = {"model": str(args.model), "sha256": ref.digest, "n": len(stems), "load_before": load_average(),
             "priors": {}}
@@ -90,9 +108,12 @@ def main(argv=None) -> int:
             def keep(t, y):
                 if t in by_t:
                     by_t[t].append(y)
-            lps_promote(f, p, network, iterations=top, merge="none", each=keep)  # Y(t) itself: merged below
+            if args.promoter == "lps":
+                lps_promote(f, p, network, iterations=top, merge="none", each=keep)  # Y(t) itself: merged below
+            else:
+                keep(1, ldps_promote(f, p, network, merge="none"))
         seconds = (time.perf_counter() - t0) / len(stems)
-        result = {"prior": sod_scores(priors, gts, s_measure=True), "lps_s_per_image": seconds, "merged": {}}
+        result = {"prior": sod_scores(priors, gts, s_measure=True), "promoter_s_per_image": seconds, "merged": {}}
         rows.append(_row(f"{prior_name}", "-", "-", result["prior"]))
         for t in args.iterations:
             for rule in MERGES:
@@ -103,17 +124,24 @@ def main(argv=None) -> int:
                 print(prior_name, t, rule, e, flush=True)
         data["priors"][prior_name] = result
     lines = [
-        f"# LPS output merged with the prior, on ECSSD train ({len(stems)} images)",
+        f"# {args.promoter.upper()} output merged with the prior, on ECSSD train ({len(stems)} images)",
         "",
-        f"Model `{args.model}` (sha256 {ref.digest[:12]}..., on {features}). `merge`: `none` is the paper's Y(T); `confidence` "
-        "takes per pixel the map further from 0.5 (LDPS Eq. 11); `mean` averages the prior and Y(T). "
+        f"Model `{args.model}` (sha256 {ref.digest[:12]}..., on {features}). `merge`: `none` is the "
+        + ("paper's Y(T)" if args.promoter == "lps" else "discriminator's map alone")
+        + "; `confidence` takes per pixel the map further from 0.5 (LDPS Eq. 11"
+        + (", the LDPS paper's output" if args.promoter == "ldps" else "")
+        + "); `mean` averages the two; `logodds` multiplies their odds, sigmoid(logit(prior) + "
+        "logit(output)). "
+        + ("T: iterations of LPS's Alg. 2. " if args.promoter == "lps" else "LDPS has no iterations (T = 1: one pass). ") +
         f"{args.threads} torch threads; load average before {data['load_before']}, after {load_average()}.",
         "",
         "| prior | T | merge | max F | adaptive F | MAE | S-measure |",
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"Command: `.venv/bin/python benchmarks/tune_lps_merge.py --model {args.model} --n {args.n} "
+        "Command: `.venv/bin/python benchmarks/tune_lps_merge.py"
+        + (f" --promoter {args.promoter}" if args.promoter != "lps" else "")
+        + f" --model {args.model} --n {args.n} "
         f"--iterations {' '.join(map(str, args.iterations))} --threads {args.threads}"
         + (f" --priors {' '.join(args.priors)}" if list(args.priors) != list(PRIORS) else "")
         + (f" --results {args.results}" if args.results != "tune_lps_merge" else "") + "`",

@@ -5,7 +5,8 @@ tell pairs of deep features that belong together (a confident-foreground prototy
 approximately salient pixel) from pairs that do not (the prototype and an approximately background
 pixel). That maximises a Jensen-Shannon estimate of the mutual information between foreground
 features (Eq. 1-5). At test time the discriminator's answer for (prototype, pixel) is a new saliency
-map, merged with the prior by confidence (Eq. 10-11).
+map, merged with the prior by confidence (Eq. 10-11; the stage's default merge multiplies the two
+maps' odds instead, see *Merge*).
 
 Equations implemented
 ---------------------
@@ -85,6 +86,19 @@ Decisions the paper leaves open, or that this machine forces
 * **Grid.** The masks and the prior for the pairs are the prior resized by area to the fused grid;
   the new map is resized bilinearly to the prior's size before the Eq. 11 merge, so the merge keeps
   the prior's full-resolution detail where the prior is the more confident.
+* **Merge** (``merge``; stage ``ldps`` version 3). Eq. 10-11 keep per pixel whichever map is
+  further from 0.5, so a strong prior is kept nearly everywhere (it is confident nearly
+  everywhere) and the discriminator's evidence is dropped even where it disagrees. ``logodds``
+  (:func:`promote.merge_with_prior`, shared with LPS) reads the two maps as independent estimates
+  of P(salient) and multiplies their odds, ``sigmoid(logit(prior) + logit(new))``, so agreeing
+  evidence adds up and opposite evidence of equal strength cancels. On the first 200 stems of ECSSD
+  ``train.txt`` with ``ldps-u2netp-duts`` (``benchmarks/results/tune_ldps_merge.md``), max F /
+  adaptive F / MAE, ``logodds`` against Eq. 10-11: u2netp 0.943 / 0.929 / 0.026 against 0.942 /
+  0.924 / 0.028; contrast 0.923 / 0.912 / 0.049 against 0.909 / 0.906 / 0.047; the ARN detector's
+  maps 0.929 / 0.910 / 0.031 against 0.926 / 0.901 / 0.033. Better on eleven of the twelve scores
+  (S-measure included; worse on contrast's MAE), so the stage's default is ``logodds``, a departure
+  from the paper; ``merge = "confidence"`` is the paper's output. :func:`ldps_single` keeps
+  Eq. 10-11 (not measured for the single-image mode).
 
 References
 ----------
@@ -377,8 +391,13 @@ def _relation_maps(network: RelationNetwork, batch_feats, priors_grid, device="c
 
 
 def ldps_promote_batch(features: Sequence[Mapping[str, np.ndarray]], priors: Sequence[np.ndarray],
-                       network: RelationNetwork, *, device: str = "cpu") -> list[np.ndarray]:
+                       network: RelationNetwork, *, merge: str = "confidence",
+                       device: str = "cpu") -> list[np.ndarray]:
     """:func:`ldps_promote` for several images at once (one batched forward pass)."""
+    from promote.lps import MERGES, merge_with_prior
+
+    if merge not in MERGES:
+        raise ValueError(f"merge: expected one of {MERGES}, got {merge!r}")
     hp = network.hparams
     priors = [check_map(p, "prior") for p in priors]
     for f in features:
@@ -394,12 +413,12 @@ def ldps_promote_batch(features: Sequence[Mapping[str, np.ndarray]], priors: Seq
         maps = _relation_maps(network, [features[i] for i in usable], np.stack([grids[i] for i in usable]), device)
         for m, i in zip(maps, usable):
             new = np.clip(_resize(m, priors[i].shape, area=False), 0.0, 1.0)
-            out[i] = confidence_merge(priors[i], new)  # Eq. 10-11
+            out[i] = merge_with_prior(priors[i], new.astype(np.float32), merge)  # "confidence": Eq. 10-11
     return out
 
 
 def ldps_promote(features: Mapping[str, np.ndarray], prior: np.ndarray, network: RelationNetwork, *,
-                 device: str = "cpu") -> np.ndarray:
+                 merge: str = "confidence", device: str = "cpu") -> np.ndarray:
     """Promote a prior saliency map with a trained relation network (Sec. 4.3, Eq. 10-11).
 
     Parameters
@@ -410,6 +429,10 @@ def ldps_promote(features: Mapping[str, np.ndarray], prior: np.ndarray, network:
         The prior map in [0, 1] at the image's size.
     network : RelationNetwork
         A trained network (:func:`train_relation_network` or :meth:`RelationNetwork.from_state`).
+    merge : {"confidence", "logodds", "none", "mean"}
+        How the discriminator's map is combined with the prior (:func:`promote.merge_with_prior`):
+        ``confidence`` is the paper's Eq. 10-11; the others are the alternatives measured in the
+        module notes (*Merge*).
     device : str
         Where the network runs.
 
@@ -418,7 +441,7 @@ def ldps_promote(features: Mapping[str, np.ndarray], prior: np.ndarray, network:
     (H, W) ndarray of float32
         The merged map in [0, 1]; the prior itself (and a warning) when it has no FG location.
     """
-    return ldps_promote_batch([features], [prior], network, device=device)[0]
+    return ldps_promote_batch([features], [prior], network, merge=merge, device=device)[0]
 
 
 # --------------------------------------------------------------------------- training (Sec. 4.2, 5.3)

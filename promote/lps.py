@@ -125,18 +125,25 @@ said), scored on the first 200 stems of ECSSD ``train.txt`` (never a test split)
   -> 0.785 / 0.101, BSCA 0.539 / 0.271 -> 0.630 / 0.206; ECSSD test u2netp 0.916 / 0.038 -> 0.924 /
   0.035, gradsal 0.661 / 0.205 -> 0.751 / 0.132. Weak priors gain less than with ``Y(T)`` alone
   (gradsal 0.785 / 0.115 with ``none``), where their confidently wrong pixels are kept.
-* **Merge with the prior** (``merge``, stage ``lps`` version 3; not in the paper). The paper outputs
-  ``Y(T)``, which caps every prior at the embedding's ceiling (*Backbone*). By default the output is
-  per pixel the more confident of the prior and ``Y(T)``, the confidence being the distance from 0.5
-  (LDPS's Eq. 10-11; ties to ``Y(T)``); ``none`` is the paper's output, ``mean`` averages the two.
-  Chosen on the first 200 stems of ECSSD ``train.txt`` with the shipped model, ``T = 1``
+* **Merge with the prior** (``merge``, stage ``lps`` version 4; not in the paper). The paper outputs
+  ``Y(T)``, which caps every prior at the embedding's ceiling (*Backbone*). By default the output
+  multiplies the odds of the prior and of ``Y(T)``: ``sigmoid(logit(Y(0)) + logit(Y(T)))``, the two
+  maps read as independent estimates of P(salient) with an even class prior (Bayes' rule). Where
+  they agree the result is surer than either; where one is near 0.5 the other decides; opposite
+  estimates of equal strength cancel. ``confidence`` takes per pixel the map further from 0.5
+  (LDPS's Eq. 10-11; ties to ``Y(T)``), ``none`` is the paper's output, ``mean`` averages the two.
+  First chosen on the first 200 stems of ECSSD ``train.txt`` with ``lps-duts``, ``T = 1``
   (``benchmarks/results/tune_lps_merge.md``), adaptive F / MAE: u2netp 0.919 / 0.029 (prior) ->
   0.909 / 0.044 (none), 0.940 / 0.026 (confidence), 0.920 / 0.036 (mean); contrast 0.728 / 0.171
-  -> 0.849 / 0.082, 0.808 / 0.098, 0.839 / 0.126. ``none`` and ``confidence`` change the two
-  priors' adaptive F and MAE by about as much on average (+0.056 / -0.037 and +0.051 / -0.038);
-  ``confidence`` alone improves both scores of both priors (u2netp's max F and S-measure still drop,
-  by 0.003 and 0.007, against 0.045 and 0.044 with ``none``), so it is the default. ``T = 3`` with
-  it: u2netp 0.941 / 0.027, contrast 0.829 / 0.089 (max F of u2netp -0.005), so ``T`` stays 1.
+  -> 0.849 / 0.082, 0.808 / 0.098, 0.839 / 0.126: ``confidence`` alone improved both scores of
+  both priors. ``T = 3`` with it: u2netp 0.941 / 0.027, contrast 0.829 / 0.089 (max F of u2netp
+  -0.005), so ``T`` stays 1. ``logodds`` was added later and measured on the same 200 images with
+  the default model ``lps-u2netp-duts`` (``tune_lps_merge_logodds.md``), max F / adaptive F / MAE
+  against ``confidence``: u2netp 0.937 / 0.937 / 0.026 against 0.939 / 0.931 / 0.028; contrast
+  0.902 / 0.897 / 0.063 against 0.876 / 0.877 / 0.063; ARN 0.931 / 0.918 / 0.030 against 0.928 /
+  0.914 / 0.031. It is better on ten of the twelve scores (S-measure included) and worse on two,
+  by little: u2netp's max F (0.9371 against 0.9390) and contrast's MAE (0.0634 against 0.0628),
+  so it is the default.
 * **Regions.** "Select the approximate salient / background region according to Y(t)" is done
   softly, as the official code does: the anchor is the average of the region embedding weighted by
   ``Y`` (salient) or ``1 - Y`` (background), so no threshold is needed. In training the weights are
@@ -183,8 +190,9 @@ __all__ = [
 
 GRID_STRIDE = 4  # default stride of the embedding grid on the network input
 REGION_EMBEDDINGS = ("conv", "fc")
-MERGES = ("none", "confidence", "mean")
+MERGES = ("none", "confidence", "mean", "logodds")
 _EPS = 1e-6
+LOGIT_CLIP = 1e-3  # maps are 8-bit: 1/255 is the least non-zero value, so 0 and 1 stay finite
 
 
 def _torch():
@@ -221,6 +229,11 @@ def nearest_anchor_probability(embedding: np.ndarray, salient_anchor: np.ndarray
     d_bg = np.sqrt(((e - bg[:, None, None]) ** 2).sum(0))
     # Eq. 3 with two regions: a softmax of (-d_fg, -d_bg) is the sigmoid of their difference.
     return _sigmoid(d_bg - d_fg).astype(np.float32)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), LOGIT_CLIP, 1.0 - LOGIT_CLIP)
+    return np.log(p) - np.log1p(-p)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -299,10 +312,12 @@ def merge_with_prior(prior: np.ndarray, promoted: np.ndarray, rule: str = "none"
     ----------
     prior, promoted : (H, W) ndarray of float
         Maps in [0, 1] of one shape.
-    rule : {"none", "confidence", "mean"}
+    rule : {"none", "confidence", "mean", "logodds"}
         ``none``: ``Y(T)`` (the paper). ``confidence``: per pixel the map whose value is further from
         0.5, ties to ``Y(T)`` (LDPS's Eq. 10-11). ``mean``: ``(Y(0) + Y(T)) / 2``, Eq. 5 read with the
-        prior as the first of the averaged maps.
+        prior as the first of the averaged maps. ``logodds``: ``sigmoid(logit(Y(0)) + logit(Y(T)))``,
+        the two maps read as independent estimates of P(salient) whose odds multiply (values
+        clipped to [1e-3, 1 - 1e-3] first, so a 0 against a 1 gives 0.5, not NaN).
 
     Returns
     -------
@@ -318,6 +333,10 @@ def merge_with_prior(prior: np.ndarray, promoted: np.ndarray, rule: str = "none"
         return promoted
     if rule == "mean":
         return (0.5 * (prior + promoted)).astype(np.float32)
+    if rule == "logodds":
+        # Two independent estimates of P(salient) with a uniform class prior: their odds multiply.
+        logit = _logit(prior) + _logit(promoted)
+        return _sigmoid(logit).astype(np.float32)
     from promote.ldps import confidence_merge
 
     return confidence_merge(prior, promoted)  # LDPS Eq. 10-11
@@ -452,7 +471,7 @@ def _grid_shape(hp: Mapping) -> tuple[int, int]:
 
 
 def lps_promote(features: Mapping[str, np.ndarray], prior: np.ndarray, network: AnchorNetwork, *,
-                iterations: int = 1, resolution: str = "image", merge: str = "confidence",
+                iterations: int = 1, resolution: str = "image", merge: str = "logodds",
                 each=None) -> np.ndarray:
     """Promote a prior saliency map with a trained anchor network (Alg. 2).
 
@@ -471,7 +490,7 @@ def lps_promote(features: Mapping[str, np.ndarray], prior: np.ndarray, network: 
         and Eq. 5 run on every pixel of the image, as in the paper; ``grid``: they run on the
         embedding grid and the probabilities are resized (the first version; kept for comparison).
         The anchors are region averages on the grid either way.
-    merge : {"confidence", "none", "mean"}
+    merge : {"logodds", "confidence", "none", "mean"}
         How ``Y(T)`` is combined with the prior (:func:`merge_with_prior`; not in the paper, see
         *Merge* in the module docstring). ``none`` returns the paper's ``Y(T)``.
     each : callable, optional

@@ -23,6 +23,7 @@ import numpy as np
 from pipeline.registry import FEATURE_STAGES, ModelSlot, Resources, Stage, param, register
 from pipeline.stages.features import check_model_features, tap_strides
 from promote.ldps import ldps_promote, ldps_single, resolve_taps, train_relation_network
+from promote.lps import MERGES
 
 LDPS_FEATURES = "u2netp_features"
 
@@ -130,11 +131,17 @@ class LdpsParams:
         The feature stage the model reads; must be the one it was trained on.
     model : str
         ``train`` (fit by ``ldps_fit`` on this pool's priors), a model file, or a shipped model name.
+    merge : str
+        How the discriminator's map is combined with the prior (:func:`promote.merge_with_prior`).
+        ``logodds``: their odds multiplied (the default, chosen on ECSSD train,
+        ``benchmarks/results/tune_ldps_merge.md``); ``confidence``: the paper's Eq. 10-11, per pixel
+        the more confident map; ``none``: the discriminator's map alone; ``mean``: their average.
     """
 
     prior: str = "u2netp"
     features: str = param(LDPS_FEATURES, choices=FEATURE_STAGES)
     model: str = "ldps-u2netp-duts"
+    merge: str = param("logodds", choices=MERGES)
 
 
 def _relation_network(model):
@@ -146,7 +153,8 @@ def _relation_network(model):
 def run_ldps(inputs, params: LdpsParams, ctx):
     check_model_features("ldps", ctx.model, params.features)
     network = ctx.model.build(_relation_network, ctx.device)
-    return {"map": ldps_promote(inputs[params.features], inputs[params.prior]["map"], network, device=ctx.device)}
+    return {"map": ldps_promote(inputs[params.features], inputs[params.prior]["map"], network, merge=params.merge,
+                                device=ctx.device)}
 
 
 @dataclass(frozen=True)
@@ -193,9 +201,9 @@ register(Stage(
     doc="train the LDPS relation network on the pool's deep features and prior maps (self-supervised)",
 ))
 register(Stage(
-    name="ldps", version="2", inputs=(), params=LdpsParams, granularity="image", func=run_ldps,
+    name="ldps", version="3", inputs=(), params=LdpsParams, granularity="image", func=run_ldps,
     produces_map=True, prior_params=("prior",), feature_params=("features",), learned=ModelSlot(trainer="ldps_fit"),
-    doc="LDPS promoter: a discriminator of deep relations to confident foreground, merged by confidence",
+    doc="LDPS promoter: a discriminator of deep relations to confident foreground, merged with the prior",
 ))
 register(Stage(
     name="ldps_single", version="2", inputs=(), params=LdpsSingleParams, granularity="image",

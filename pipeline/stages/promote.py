@@ -162,9 +162,10 @@ class LpsParams:
     iterations : int
         T of Alg. 2 (paper: 1).
     merge : str
-        ``confidence``: per pixel the more confident of the prior and Y(T) (LDPS's Eq. 11; chosen on
-        ECSSD train, ``benchmarks/results/tune_lps_merge.md``); ``none``: Y(T) alone (the paper);
-        ``mean``: their average.
+        ``logodds``: the odds of the prior and of Y(T) multiplied, ``sigmoid(logit(prior) +
+        logit(Y(T)))`` (chosen on ECSSD train, ``benchmarks/results/tune_lps_merge_logodds.md``);
+        ``confidence``: per pixel the more confident of the two (LDPS's Eq. 11); ``none``: Y(T)
+        alone (the paper); ``mean``: their average.
     features : str
         The feature stage the model reads; must be the one it was trained on (``u2netp_features``
         for ``lps-u2netp-duts``, the default, chosen on ECSSD train,
@@ -174,7 +175,7 @@ class LpsParams:
     prior: str = "u2netp"
     model: str = "lps-u2netp-duts"
     iterations: int = param(1, ge=1)
-    merge: str = param("confidence", choices=MERGES)
+    merge: str = param("logodds", choices=MERGES)
     features: str = param(LPS_FEATURES, choices=FEATURE_STAGES)
 
 
@@ -200,7 +201,7 @@ register(Stage(
     doc="train the LPS anchor network on the pool's feature taps and --gt masks (Alg. 1)",
 ))
 register(Stage(
-    name="lps", version="3", inputs=(), params=LpsParams, granularity="image", func=run_lps,
+    name="lps", version="4", inputs=(), params=LpsParams, granularity="image", func=run_lps,
     method=lps_promote, produces_map=True, prior_params=("prior",), feature_params=("features",),
     learned=ModelSlot(trainer="lps_fit"),
     doc="LPS promoter: nearest-anchor classification in a learned metric space (Zeng et al. 2018)",

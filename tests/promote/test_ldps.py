@@ -17,6 +17,7 @@ from promote.ldps import (
     training_pairs,
     weighted_prototype,
 )
+from promote.lps import MERGES, merge_with_prior
 
 STRIDES = {"s2": 2, "s4": 4, "s16": 16, "s32": 32}
 SIZE = 32  # network input side: s2 is 16 x 16
@@ -152,9 +153,27 @@ def test_prior_without_confident_foreground_is_returned_unchanged_with_a_warning
     rng = np.random.default_rng(2)
     res, feats, _, _ = _trained(rng, n=4, epochs=1)
     for prior in (np.full((SIZE, SIZE), 0.5, np.float32), np.zeros((SIZE, SIZE), np.float32)):
-        with pytest.warns(UserWarning, match="no location above theta_fg"):
-            out = ldps_promote(feats[0], prior, res.network)
-        np.testing.assert_array_equal(out, prior)
+        for merge in MERGES:  # no merge may touch it: there is no new map to merge
+            with pytest.warns(UserWarning, match="no location above theta_fg"):
+                out = ldps_promote(feats[0], prior, res.network, merge=merge)
+            np.testing.assert_array_equal(out, prior)
+    with pytest.raises(ValueError, match="merge: expected one of"):
+        ldps_promote(feats[0], prior, res.network, merge="max")
+
+
+def test_the_logodds_merge_also_resolves_the_uncertain_rim_and_keeps_agreeing_pixels_sure():
+    rng = np.random.default_rng(0)
+    res, feats, priors, masks = _trained(rng)
+    new = ldps_promote(feats[0], priors[0], res.network, merge="none")
+    out = ldps_promote(feats[0], priors[0], res.network, merge="logodds")
+    np.testing.assert_allclose(out, merge_with_prior(priors[0], new, "logodds"))
+    rim = masks[0] & (priors[0] == 0.5)
+    # a prior of 0.5 carries no evidence: the discriminator's map decides there
+    np.testing.assert_allclose(out[rim], new[rim], atol=1e-6)
+    assert (out[rim] > 0.5).all()
+    # where both maps say salient, the merged map is at least as sure as the surer of the two
+    agree = (priors[0] > 0.5) & (new > 0.5)
+    assert agree.any() and (out[agree] >= np.maximum(priors[0], new)[agree] - 1e-6).all()
 
 
 def test_all_foreground_prior_gives_a_finite_map():

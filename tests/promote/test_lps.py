@@ -297,6 +297,18 @@ def test_merge_confidence_keeps_the_map_further_from_one_half_ties_to_the_promot
     assert out.dtype == np.float32
 
 
+def test_merge_logodds_multiplies_the_odds_of_the_two_maps():
+    prior = np.array([[0.5, 0.8, 0.8, 0.9, 0.0]], np.float32)
+    promoted = np.array([[0.3, 0.5, 0.8, 0.1, 1.0]], np.float32)
+    out = merge_with_prior(prior, promoted, "logodds")
+    # 0.5 carries no evidence: the other map is kept; two maps at 0.8 (odds 4) give odds 16;
+    # opposite evidence of equal strength (0.9 against 0.1) cancels to 0.5; a 0 against a 1 is
+    # clipped to finite odds first, so it also cancels instead of giving NaN
+    np.testing.assert_allclose(out, [[0.3, 0.8, 16 / 17, 0.5, 0.5]], atol=1e-6)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(merge_with_prior(promoted, prior, "logodds"), out, atol=1e-6)  # symmetric
+
+
 def test_merge_rejects_an_unknown_rule_and_mismatched_shapes():
     with pytest.raises(ValueError, match="rule: expected one of"):
         merge_with_prior(np.zeros((2, 2)), np.zeros((2, 2)), "max")
