@@ -47,6 +47,7 @@ from relearn import (
 from relearn._nets import FC5_WIDTHS
 from relearn.instance_pairs import N_NEGATIVE, N_POSITIVE
 from relearn.joint import MIN_ERROR
+from relearn.mijr import RELEARN_MERGES
 from relearn.pseudo_gt import CRF_AGGRESSIVE, CRF_CONSERVATIVE
 
 # the stages relearn reads of each neighbour: its superpixel features and pseudo GT fractions,
@@ -267,6 +268,9 @@ class RelearnParams:
         The re-learned score only where it changes a superpixel's class; elsewhere the prior.
     confident_only : bool
         The re-learned score only where it is further from 0.5 than the prior's superpixel mean.
+    merge : str
+        ``replace``: the re-learned superpixels take the re-learned score (the paper);
+        ``logodds``: its odds and the prior's are multiplied.
     """
 
     prior: str = "u2netp"
@@ -276,8 +280,9 @@ class RelearnParams:
     filter_threshold: float = param(FILTER_THRESHOLD, gt=0, lt=1)
     m: int = param(0, ge=0)
     max_trusted: float = param(1.0, ge=0, le=1)
-    corrections_only: bool = True
-    confident_only: bool = True
+    corrections_only: bool = False
+    confident_only: bool = False
+    merge: str = param("logodds", choices=RELEARN_MERGES)
 
 
 def _relearn_model(model):
@@ -312,7 +317,7 @@ def run_relearn(inputs, neighbours, params: RelearnParams, ctx):
                       use_filter=params.use_filter, filter_threshold=params.filter_threshold,
                       max_trusted=params.max_trusted,
                       corrections_only=params.corrections_only, confident_only=params.confident_only,
-                      device=ctx.device)
+                      merge=params.merge, device=ctx.device)
     return {"map": r.map, "relearned": r.relearned}
 
 
@@ -336,7 +341,7 @@ register(Stage(
     doc="train the MIJR instance-pair filter and joint re-learning model on the pool and its --gt masks",
 ))
 register(Stage(
-    name="relearn", version="1", inputs=("slic", "superpixel_features", "crf_pseudo_gt"), params=RelearnParams,
+    name="relearn", version="2", inputs=("slic", "superpixel_features", "crf_pseudo_gt"), params=RelearnParams,
     granularity="image", func=run_relearn, method=relearn_image, produces_map=True, prior_params=("prior",),
     learned=ModelSlot(trainer="relearn_fit"), neighbour_inputs=NeighbourInputs("neighbours", NEIGHBOUR_STAGES),
     doc="MIJR re-learning: hard superpixels re-learned from aligned easy ones of similar images",

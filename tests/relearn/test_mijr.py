@@ -147,7 +147,8 @@ def test_corrections_only_replaces_the_superpixels_whose_class_relearning_change
     f, prior, pgt, gt, nbs = _target(7, wrong)
     every = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=False,
                           confident_only=False)
-    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, confident_only=False)
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=True,
+                        confident_only=False, merge="replace")
     prior_class = prior[::4, ::4].ravel() > 0.5
     changed = (every.scores > 0.5) != prior_class
     np.testing.assert_array_equal(res.relearned, changed)
@@ -167,18 +168,40 @@ def test_confident_only_keeps_the_prior_where_it_is_the_more_confident(trained):
     prior = prior_sp[LABELS].astype(np.float32)
     every = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=False,
                           confident_only=False)
-    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, confident_only=True)
+    res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=True,
+                        confident_only=True, merge="replace")
     changed = (every.scores > 0.5) != (prior_sp > 0.5)
     confident = np.abs(every.scores - 0.5) > np.abs(prior_sp - 0.5)
     np.testing.assert_array_equal(res.relearned, changed & confident)
     assert res.relearned[[5, 0]].all() and not res.relearned[[10, 15]].any()
     keep = ~res.relearned[LABELS]
     np.testing.assert_array_equal(res.map[keep], prior[keep])
+    # the defaults gate neither way: every superpixel with a pair is re-learned
     assert relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False).relearned.tolist() == \
-        res.relearned.tolist()                   # the default
+        every.relearned.tolist()
     # off, the sure errors are corrected too
-    off = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, confident_only=False)
+    off = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, use_filter=False, corrections_only=True,
+                        confident_only=False, merge="replace")
     assert off.relearned[wrong].all()
+
+
+def test_the_logodds_merge_multiplies_the_odds_on_the_relearned_superpixels_only(trained):
+    from promote.lps import merge_with_prior
+
+    wrong = [5, 0, 10, 15]
+    f, prior, pgt, gt, nbs = _target(7, wrong)
+    gating = dict(use_filter=False, corrections_only=True, confident_only=False)  # some superpixels, not all
+    replaced = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, merge="replace", **gating)
+    merged = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, merge="logodds", **gating)
+    np.testing.assert_array_equal(merged.relearned, replaced.relearned)
+    inside = replaced.relearned[LABELS]
+    assert inside.any() and not inside.all()
+    # on the re-learned superpixels the replaced map is the weighted score: merged with the prior's odds
+    expected = merge_with_prior(prior, np.clip(replaced.map, 0, 1), "logodds")
+    np.testing.assert_allclose(merged.map[inside], expected[inside], atol=1e-6)
+    np.testing.assert_array_equal(merged.map[~inside], prior[~inside])
+    with pytest.raises(ValueError, match="merge: expected one of"):
+        relearn_image(trained.model, f, LABELS, prior, pgt, nbs, merge="mean")
 
 
 def test_without_neighbours_the_prior_is_returned(trained):
