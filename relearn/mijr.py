@@ -52,6 +52,13 @@ Decisions the paper leaves open
   adaptive F and MAE (u2netp's MAE 0.038 against the prior's 0.042) and on the max F of the weak
   priors; u2netp's max F is best gated (0.927; ungated 0.924, the prior's). S-measure drops on
   contrast and gradsal against the old defaults (0.688 / 0.713 against 0.712 / 0.741).
+  Reported once on the test images (``benchmarks/results/relearn_logodds.md``, against
+  ``relearn.md`` with the old defaults), max F / MAE: ECSSD u2netp 0.930 / 0.041 -> 0.930 / 0.037
+  (old: 0.919 / 0.044), contrast 0.625 / 0.199 -> 0.804 / 0.133 (0.759 / 0.146); SOD Amulet 0.773 /
+  0.141 -> 0.784 / 0.126 (0.773 / 0.137), DSS 0.804 / 0.121 -> 0.802 / 0.119 (0.796 / 0.121),
+  PiCANet 0.811 / 0.102 -> 0.803 / 0.097 (0.797 / 0.104), RBD 0.520 / 0.244 -> 0.655 / 0.195
+  (0.604 / 0.210). MAE and adaptive F improve on all nine priors; max F drops a little on u2netp,
+  DSS and PiCANet.
 * **Corrections only** (``corrections_only``, default off since version 2; the notes below were
   measured with ``merge="replace"``): of the superpixels selected above, the
   re-learned score replaces the prior only where the two disagree on the class (``> 0.5``);

@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from scipy.ndimage import binary_dilation, binary_erosion
 
 from promote.lps import (
@@ -307,6 +310,19 @@ def test_merge_logodds_multiplies_the_odds_of_the_two_maps():
     np.testing.assert_allclose(out, [[0.3, 0.8, 16 / 17, 0.5, 0.5]], atol=1e-6)
     assert out.dtype == np.float32
     np.testing.assert_allclose(merge_with_prior(promoted, prior, "logodds"), out, atol=1e-6)  # symmetric
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float32, (3, 4), elements=st.floats(0, 1, width=32)),
+       arrays(np.float32, (3, 4), elements=st.floats(0, 1, width=32)))
+def test_merge_logodds_of_any_two_maps_is_a_map_symmetric_and_monotone(prior, promoted):
+    out = merge_with_prior(prior, promoted, "logodds")
+    assert out.shape == prior.shape and out.dtype == np.float32
+    assert np.isfinite(out).all() and (out >= 0).all() and (out <= 1).all()
+    np.testing.assert_allclose(out, merge_with_prior(promoted, prior, "logodds"), atol=1e-6)
+    # more evidence of salience in one map never lowers the result
+    higher = np.minimum(promoted + 0.25, 1).astype(np.float32)
+    assert (merge_with_prior(prior, higher, "logodds") >= out - 1e-6).all()
 
 
 def test_merge_rejects_an_unknown_rule_and_mismatched_shapes():
