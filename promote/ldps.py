@@ -101,10 +101,10 @@ Decisions the paper leaves open, or that this machine forces
   Eq. 10-11 (not measured for the single-image mode). The choice was measured with the shipped
   model only. Test splits, reported once (``benchmarks/results/ldps_u2netp_logodds.md``), adaptive
   F / MAE, ``logodds`` against Eq. 10-11: with the shipped model, adaptive F is higher on all nine
-  priors and MAE lower on six and higher on three (SOD BSCA by 0.0005, ECSSD contrast and gradsal by
-  0.002) (SOD PiCANet 0.791 / 0.102 -> 0.819 /
-  0.102 against 0.796 / 0.104; DSS 0.795 / 0.121 -> 0.802 / 0.118 against 0.798 / 0.119; ECSSD
-  contrast 0.633 / 0.196 -> 0.897 / 0.068 against 0.878 / 0.066). In pool mode (``model=train``,
+  priors and MAE lower on six and higher on three (SOD BSCA by 0.0005, ECSSD contrast and gradsal
+  by 0.002). For example SOD PiCANet 0.791 / 0.102 -> 0.819 / 0.102 against 0.796 / 0.104; DSS
+  0.795 / 0.121 -> 0.802 / 0.118 against 0.798 / 0.119; ECSSD contrast 0.633 / 0.196 -> 0.897 /
+  0.068 against 0.878 / 0.066. In pool mode (``model=train``,
   trained on the test images' own priors, the paper's protocol) it is better on the deep priors
   (SOD PiCANet -> 0.815 / 0.099 against 0.794 / 0.101) but worse on the classical ones, whose pool
   models are weak either way (SOD GS -> 0.583 / 0.241 against 0.627 / 0.239; ECSSD contrast ->
