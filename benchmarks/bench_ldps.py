@@ -64,6 +64,7 @@ from benchmarks._common import (  # noqa: E402
 
 from pipeline.registry import FEATURE_STAGES  # noqa: E402
 from pipeline.stages.ldps import LDPS_FEATURES, LdpsParams  # noqa: E402
+from promote.merge import MERGES  # noqa: E402
 
 DURATION = "~60 min on 2 cores (9 priors x crf, pool training, single-image fits)"
 
@@ -192,7 +193,7 @@ def main(argv=None) -> int:
                     help="only the speed table, with the shipped model (written to ldps_speed.{md,json})")
     ap.add_argument("--only-shipped", action="store_true",
                     help="only the prior and the shipped model's rows (written to ldps_shipped.{md,json})")
-    ap.add_argument("--merges", nargs="+", choices=("logodds", "confidence", "none", "mean"), default=None,
+    ap.add_argument("--merges", nargs="+", choices=MERGES, default=None,
                     help="how the pool and shipped rows combine the discriminator's map with the prior; the first "
                          "is the rows' plain label, the others get ', RULE merge' (default: the stage's merge)")
     ap.add_argument("--single-n", type=int, default=60,

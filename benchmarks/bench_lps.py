@@ -54,6 +54,7 @@ from benchmarks._common import (  # noqa: E402
     write_results,
 )
 from pipeline.stages.promote import LpsParams  # noqa: E402
+from promote.merge import MERGES  # noqa: E402
 
 DURATION = "~25 min on 2 busy cores (SOD 300 images x 6 priors, ECSSD 500 x 3; Conv T = 1, 3 and FC T = 1)"
 
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fusion", action="store_true",
                     help="add the baseline 'mean with u2netp': each prior averaged with U2-Netp's map "
                          "(the detector whose decoder the u2netp_features taps come from)")
-    ap.add_argument("--merges", nargs="+", choices=("logodds", "confidence", "none", "mean"),
+    ap.add_argument("--merges", nargs="+", choices=MERGES,
                     default=["logodds", "none"],
                     help="how Y(T) is combined with the prior (default: logodds, the stage's; none, the paper's)")
     args = ap.parse_args(argv)

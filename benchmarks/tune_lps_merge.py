@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     from pipeline.stages.features import model_feature_stage
     from pipeline.stages.ldps import LdpsParams
     from promote import AnchorNetwork, RelationNetwork, ldps_promote, lps_promote, merge_with_prior
-    from promote.lps import MERGES
+    from promote.merge import MERGES
 
     torch.set_num_threads(args.threads)
     if args.model is None:
@@ -94,14 +94,15 @@ def main(argv=None) -> int:
     detectors = {"u2netp": u2netp_map, "contrast": contrast_saliency}
     if "arn" in args.priors:
         detectors["arn"] = arn_detector(args.threads)
-    gt_of = {id(im): g for im, g in zip(images, gts)}
-    detectors["gt"] = lambda im: (gt_of[id(im)] > 127).astype(np.float32)  # masks are 0 / 255
     top = max(args.iterations)
     data = {"model": str(args.model), "sha256": ref.digest, "n": len(stems), "load_before": load_average(),
             "priors": {}}
     rows = []
     for prior_name in args.priors:
-        priors = [detectors[prior_name](im) for im in images]
+        if prior_name == "gt":  # the masks themselves (0 / 255) as maps in [0, 1]
+            priors = [(g > 127).astype(np.float32) for g in gts]
+        else:
+            priors = [detectors[prior_name](im) for im in images]
         by_t = {t: [] for t in args.iterations}
         t0 = time.perf_counter()
         for f, p in zip(feats, priors):

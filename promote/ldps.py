@@ -130,6 +130,7 @@ from promote import _taps
 from promote._taps import check_features as _check_features
 from promote._taps import feature_tensors as _feature_tensors
 from promote._taps import resize as _resize
+from promote.merge import MERGES, confidence, confidence_merge, merge_with_prior
 from superpixels.validation import check_int, check_map
 
 __all__ = [
@@ -210,21 +211,6 @@ def training_pairs(features: np.ndarray, prior: np.ndarray, theta_fg: float = TH
         sel = pixels[mask.ravel()]
         return np.concatenate([np.broadcast_to(proto, (len(sel), proto.size)), sel], axis=1)
     return pairs(afg), pairs(abg)
-
-
-def confidence(s: np.ndarray) -> np.ndarray:
-    """Eq. 10: ``s`` where ``s > 0.5``, ``1 - s`` otherwise."""
-    s = np.asarray(s, np.float32)
-    return np.where(s > 0.5, s, 1.0 - s)
-
-
-def confidence_merge(prior: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """Eq. 11: per pixel the prior where its confidence is higher, the new map otherwise."""
-    prior = np.asarray(prior, np.float32)
-    new = np.asarray(new, np.float32)
-    if prior.shape != new.shape:
-        raise ValueError(f"prior, new: expected equal shapes, got {prior.shape} and {new.shape}")
-    return np.where(confidence(prior) > confidence(new), prior, new).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- the network
@@ -404,8 +390,6 @@ def ldps_promote_batch(features: Sequence[Mapping[str, np.ndarray]], priors: Seq
                        network: RelationNetwork, *, merge: str = "confidence",
                        device: str = "cpu") -> list[np.ndarray]:
     """:func:`ldps_promote` for several images at once (one batched forward pass)."""
-    from promote.lps import MERGES, merge_with_prior
-
     if merge not in MERGES:
         raise ValueError(f"merge: expected one of {MERGES}, got {merge!r}")
     hp = network.hparams

@@ -186,6 +186,8 @@ from promote import _taps
 from promote._taps import check_features as _check_features
 from promote._taps import feature_tensors as _feature_tensors
 from promote._taps import resize as _resize
+from promote.merge import MERGES, merge_with_prior
+from promote.merge import sigmoid as _sigmoid
 from superpixels.validation import check_int, check_map, check_weight
 
 __all__ = [
@@ -201,9 +203,7 @@ __all__ = [
 
 GRID_STRIDE = 4  # default stride of the embedding grid on the network input
 REGION_EMBEDDINGS = ("conv", "fc")
-MERGES = ("none", "confidence", "mean", "logodds")
 _EPS = 1e-6
-LOGIT_CLIP = 1e-3  # maps are 8-bit: 1/255 is the least non-zero value, so 0 and 1 stay finite
 
 
 def _torch():
@@ -240,16 +240,6 @@ def nearest_anchor_probability(embedding: np.ndarray, salient_anchor: np.ndarray
     d_bg = np.sqrt(((e - bg[:, None, None]) ** 2).sum(0))
     # Eq. 3 with two regions: a softmax of (-d_fg, -d_bg) is the sigmoid of their difference.
     return _sigmoid(d_bg - d_fg).astype(np.float32)
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), LOGIT_CLIP, 1.0 - LOGIT_CLIP)
-    return np.log(p) - np.log1p(-p)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """``1 / (1 + exp(-x))`` without overflow for large ``|x|``."""
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def _eq3_flat(phi: np.ndarray, sqnorm: np.ndarray, fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
@@ -314,43 +304,6 @@ def iterate_prior(prior: np.ndarray, step, iterations: int = 1, each=None) -> np
         if each is not None:
             each(t + 1, y)
     return y
-
-
-def merge_with_prior(prior: np.ndarray, promoted: np.ndarray, rule: str = "none") -> np.ndarray:
-    """Combine the prior ``Y(0)`` with the promoted map ``Y(T)`` (not in the paper; see *Merge*).
-
-    Parameters
-    ----------
-    prior, promoted : (H, W) ndarray of float
-        Maps in [0, 1] of one shape.
-    rule : {"none", "confidence", "mean", "logodds"}
-        ``none``: ``Y(T)`` (the paper). ``confidence``: per pixel the map whose value is further from
-        0.5, ties to ``Y(T)`` (LDPS's Eq. 10-11). ``mean``: ``(Y(0) + Y(T)) / 2``, Eq. 5 read with the
-        prior as the first of the averaged maps. ``logodds``: ``sigmoid(logit(Y(0)) + logit(Y(T)))``,
-        the two maps read as independent estimates of P(salient) whose odds multiply (values
-        clipped to [1e-3, 1 - 1e-3] first, so a 0 against a 1 gives 0.5, not NaN).
-
-    Returns
-    -------
-    (H, W) ndarray of float32
-    """
-    if rule not in MERGES:
-        raise ValueError(f"rule: expected one of {MERGES}, got {rule!r}")
-    prior = np.asarray(prior, np.float32)
-    promoted = np.asarray(promoted, np.float32)
-    if prior.shape != promoted.shape:
-        raise ValueError(f"prior, promoted: expected equal shapes, got {prior.shape} and {promoted.shape}")
-    if rule == "none":
-        return promoted
-    if rule == "mean":
-        return (0.5 * (prior + promoted)).astype(np.float32)
-    if rule == "logodds":
-        # Two independent estimates of P(salient) with a uniform class prior: their odds multiply.
-        logit = _logit(prior) + _logit(promoted)
-        return _sigmoid(logit).astype(np.float32)
-    from promote.ldps import confidence_merge
-
-    return confidence_merge(prior, promoted)  # LDPS Eq. 10-11
 
 
 # --------------------------------------------------------------------------- the anchor network

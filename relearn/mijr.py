@@ -118,6 +118,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from promote.merge import merge_with_prior
 from relearn.instance_pairs import (
     M_NEIGHBOURS,
     N_NEGATIVE,
@@ -334,8 +335,6 @@ def relearn_image(
         relearned[rows[has]] = True
     weighted = spatial_weighting(scores, labels, sigma_s2=sigma_s2)
     if merge == "logodds":
-        from promote.lps import merge_with_prior
-
         weighted = merge_with_prior(prior, np.clip(weighted, 0.0, 1.0).astype(np.float32), "logodds")
     out = np.where(relearned[labels], weighted, prior).astype(np.float32)
     return RelearnResult(map=out, scores=scores, relearned=relearned, trust=trust)

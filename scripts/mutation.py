@@ -102,16 +102,21 @@ MODULES: dict[str, dict] = {
         "preload": ["torch", "promote.lps"],
         # Eq. 3 (both forms), Eq. 2 anchors, Eq. 5 iteration; the Eq. 4 loss and the Alg. 1 label
         # flips are inline in train_anchor_network, which is not in the list.
-        "functions": ["nearest_anchor_probability", "_sigmoid", "_eq3_flat", "region_anchor",
-                      "iterate_prior"],
+        "functions": ["nearest_anchor_probability", "_eq3_flat", "region_anchor", "iterate_prior"],
+    },
+    "promote/merge.py": {
+        "tests": ["tests/promote/test_lps.py", "tests/promote/test_ldps.py"],
+        "preload": ["torch", "promote.merge", "promote.lps", "promote.ldps"],
+        # LDPS's Eq. 10-11, the logodds rule, and the sigmoid of LPS's Eq. 3.
+        "functions": ["confidence", "confidence_merge", "sigmoid", "_logit", "merge_with_prior"],
     },
     "promote/ldps.py": {
         "tests": ["tests/promote/test_ldps.py"],
         "preload": ["torch", "promote.ldps"],
         # Sec. 4.2 guide masks, Eq. 7 prototype (numpy and torch), Eq. 8-9 pairs, Eq. 5-6 loss,
-        # Eq. 10-11 confidence merge, and the guidance check that picks the training images.
-        "functions": ["guide_masks", "weighted_prototype", "training_pairs", "confidence",
-                      "confidence_merge", "_prototypes", "_pair_loss", "_has_guidance"],
+        # and the guidance check that picks the training images (Eq. 10-11: promote/merge.py).
+        "functions": ["guide_masks", "weighted_prototype", "training_pairs", "_prototypes", "_pair_loss",
+                      "_has_guidance"],
     },
     "relearn/pseudo_gt.py": {
         "tests": ["tests/relearn/test_pseudo_gt.py"],

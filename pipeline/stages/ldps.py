@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.registry import FEATURE_STAGES, ModelSlot, Resources, Stage, param, register
 from pipeline.stages.features import check_model_features, tap_strides
 from promote.ldps import ldps_promote, ldps_single, resolve_taps, train_relation_network
-from promote.lps import MERGES
+from promote.merge import MERGES
 
 LDPS_FEATURES = "u2netp_features"
 

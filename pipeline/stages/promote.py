@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.registry import FEATURE_STAGES, ModelSlot, Stage, param, register
 from pipeline.stages.features import check_model_features, tap_strides
 from promote import dense_crf, lps_promote, train_anchor_network
-from promote.lps import MERGES
+from promote.merge import MERGES
 
 #: The feature stage of the default LPS model (``lps-u2netp-duts``), and so of ``lps_fit``'s default.
 LPS_FEATURES = "u2netp_features"

@@ -17,7 +17,7 @@ from promote.ldps import (
     training_pairs,
     weighted_prototype,
 )
-from promote.lps import MERGES, merge_with_prior
+from promote.merge import MERGES, merge_with_prior
 
 STRIDES = {"s2": 2, "s4": 4, "s16": 16, "s32": 32}
 SIZE = 32  # network input side: s2 is 16 x 16

@@ -186,7 +186,7 @@ def test_confident_only_keeps_the_prior_where_it_is_the_more_confident(trained):
 
 
 def test_the_logodds_merge_multiplies_the_odds_on_the_relearned_superpixels_only(trained):
-    from promote.lps import merge_with_prior
+    from promote.merge import merge_with_prior
 
     wrong = [5, 0, 10, 15]
     f, prior, pgt, gt, nbs = _target(7, wrong)
