@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LOGIT_CLIP", "MERGES", "confidence", "confidence_merge", "merge_with_prior", "sigmoid"]
+__all__ = ["LOGIT_CLIP", "MERGES", "confidence", "confidence_merge", "logit", "merge_with_prior", "sigmoid"]
 
 MERGES = ("none", "confidence", "mean", "logodds")
 LOGIT_CLIP = 1e-3  # maps are 8-bit: 1/255 is the least non-zero value, so 0 and 1 stay finite
@@ -40,7 +40,8 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))`` of ``p`` clipped to ``[LOGIT_CLIP, 1 - LOGIT_CLIP]`` (float64)."""
     p = np.clip(np.asarray(p, np.float64), LOGIT_CLIP, 1.0 - LOGIT_CLIP)
     return np.log(p) - np.log1p(-p)
 
@@ -75,6 +76,6 @@ def merge_with_prior(prior: np.ndarray, promoted: np.ndarray, rule: str = "none"
         return (0.5 * (prior + promoted)).astype(np.float32)
     if rule == "logodds":
         # Two independent estimates of P(salient) with a uniform class prior: their odds multiply.
-        logit = _logit(prior) + _logit(promoted)
-        return sigmoid(logit).astype(np.float32)
+        logit_sum = logit(prior) + logit(promoted)
+        return sigmoid(logit_sum).astype(np.float32)
     return confidence_merge(prior, promoted)  # LDPS Eq. 10-11

@@ -38,6 +38,13 @@ Decisions the paper leaves open
   classifier does not make the loss infinite, and one no better than chance (``e_m >= 0.5``)
   gets weight 0, never a negative weight that would train it to be wrong. A classifier with no
   training pair has ``e_m`` undefined (NaN) and ``alpha_m = 0``.
+* **Residual** (an option, ``offset`` of :func:`train_joint`; not in the paper): a fixed logit per
+  target, the prior's, is added to the joint logit and to every classifier's logit inside the
+  losses, so the networks learn how far the prior's odds should move, not the saliency from
+  scratch. The pair inputs already hold the prior's superpixel mean (a context value), so a
+  model trained without the offset predicts the whole posterior; merging that with the prior by
+  multiplying odds counts the prior twice. With the offset, ``sigmoid(offset + joint logit)`` is
+  the posterior and the joint logit alone the correction (:func:`predict_joint`).
 * **Independent classifiers** (no shared layers: "parallel learn m binary saliency
   classifiers"), one shared input standardisation.
 
@@ -161,8 +168,9 @@ class JointModel(_taps.ArraysModel):
     module : torch.nn.Module
         ``standardise``, ``trunks`` (M FC5 stacks), ``heads`` (M Linear), ``joint`` (Linear).
     hparams : dict
-        ``in_dim``, ``widths``, ``m``; after training ``alpha`` and ``errors`` (per classifier,
-        the last epoch's; error None: no training pair).
+        ``in_dim``, ``widths``, ``m``, ``residual`` (trained with the prior's logit as an offset:
+        the joint logit is a correction of the prior); after training ``alpha`` and ``errors``
+        (per classifier, the last epoch's; error None: no training pair).
     """
 
     module: object
@@ -181,13 +189,14 @@ class JointModel(_taps.ArraysModel):
         module = _build(in_dim, widths, m)
         _nets.he_init(module)
         return cls(module, {"in_dim": in_dim, "widths": widths, "m": m,
-                            "alpha": [1.0] * m, "errors": [None] * m})
+                            "alpha": [1.0] * m, "errors": [None] * m, "residual": False})
 
     @classmethod
     def from_state(cls, arrays: Mapping[str, np.ndarray], hparams: Mapping) -> "JointModel":
         """Rebuild from :meth:`state_arrays` and :attr:`hparams` (a model file's content)."""
         net = cls.create(hparams["in_dim"], m=hparams["m"], widths=hparams["widths"])
         net.hparams.update({k: list(hparams[k]) for k in ("alpha", "errors") if k in hparams})
+        net.hparams["residual"] = bool(hparams.get("residual", False))  # models before it: False
         _taps.load_arrays(net.module, arrays)
         return net
 
@@ -209,8 +218,19 @@ def _check_inputs(x, delta, similarity, hp=None):
     return x, delta.astype(np.float32), similarity
 
 
+def _check_offset(offset, n_rows: int) -> np.ndarray:
+    """(R,) float64 logits; zeros for None."""
+    if offset is None:
+        return np.zeros(n_rows, np.float64)
+    off = np.asarray(offset, np.float64)
+    if off.shape != (n_rows,) or not np.isfinite(off).all():
+        raise ValueError(f"offset: expected ({n_rows},) finite logits, got shape {off.shape}")
+    return off
+
+
 def predict_joint(model: JointModel, x: np.ndarray, delta: np.ndarray, similarity: np.ndarray, *,
-                  batch_size: int = 4096, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                  offset: np.ndarray | None = None, batch_size: int = 4096,
+                  device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """The joint re-learned saliency of targets (Eq. 6).
 
     Parameters
@@ -218,6 +238,10 @@ def predict_joint(model: JointModel, x: np.ndarray, delta: np.ndarray, similarit
     model : JointModel
     x, delta, similarity : (R, M, D), (R, M), (R, M) ndarray
         Ranked pair inputs, filter outputs and ``g`` (:func:`rank_by_trust`).
+    offset : (R,) ndarray of float, optional
+        A logit added to the joint logit before ``h``: the prior's logit for a model trained
+        with one (``hparams["residual"]``, :func:`train_joint`), whose joint logit is then a
+        correction of the prior. None: ``h`` of the joint logit alone.
     batch_size : int, optional
         Targets per forward pass.
     device : str, optional
@@ -232,6 +256,7 @@ def predict_joint(model: JointModel, x: np.ndarray, delta: np.ndarray, similarit
     """
     torch = _nets.torch_module()
     x, delta, similarity = _check_inputs(x, delta, similarity, model.hparams)
+    off = _check_offset(offset, x.shape[0])
     batch_size = check_int(batch_size, "batch_size")
     module = model.module.to(device).eval()
     score = np.empty(x.shape[0], np.float32)
@@ -242,7 +267,7 @@ def predict_joint(model: JointModel, x: np.ndarray, delta: np.ndarray, similarit
             args = [torch.from_numpy(np.ascontiguousarray(a[sl], np.float32)).to(device)
                     for a in (x, delta, similarity)]
             _, joint, total = module(*args)
-            score[sl] = torch.sigmoid(joint).cpu().numpy()
+            score[sl] = torch.sigmoid(joint.double().cpu() + torch.from_numpy(off[sl])).numpy()
             has[sl] = (total > 0).cpu().numpy()
     score[~has] = np.nan
     return score, has
@@ -273,6 +298,7 @@ def train_joint(
     similarity: np.ndarray,
     z: np.ndarray,
     *,
+    offset: np.ndarray | None = None,
     widths: Sequence[int] = _nets.FC5_WIDTHS,
     learning_rate: float = 1e-3,
     momentum: float = 0.9,
@@ -295,6 +321,10 @@ def train_joint(
         ``g`` of the ranked pairs.
     z : (R,) ndarray of bool
         Binary saliency ground truth of each target superpixel.
+    offset : (R,) ndarray of float, optional
+        A fixed logit per target added to the joint logit and to every classifier's logit in
+        the losses: the prior's logit, so that the networks learn a correction of the prior
+        (module notes, *Residual*; recorded as ``hparams["residual"]``). None: no offset (the paper).
     widths : sequence of int, optional
         FC widths of each classifier (five: FC5).
     learning_rate, momentum, weight_decay : float, optional
@@ -322,8 +352,10 @@ def train_joint(
     iterations = check_int(iterations, "iterations")
     batch_size = check_int(batch_size, "batch_size")
     boost_weight(0.5, min_error=min_error)  # validates min_error
+    off_np = _check_offset(offset, x.shape[0]).astype(np.float32)
     n_rows, m = x.shape[:2]
     model = JointModel.create(x.shape[2], m=m, widths=widths, seed=seed)
+    model.hparams["residual"] = offset is not None
     module = model.module
     module.standardise.fit(x[delta > 0] if (delta > 0).any() else x.reshape(-1, x.shape[2]))
     module.to(device).train()
@@ -333,6 +365,7 @@ def train_joint(
     wj = _nets.balanced_weights(z[has_pair])
     wm = [_nets.balanced_weights(z[delta[:, k] > 0]) for k in range(m)]
     zt = torch.from_numpy(z.astype(np.float32))
+    offt = torch.from_numpy(off_np)
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (delta, similarity)]
     bce = torch.nn.functional.binary_cross_entropy_with_logits
 
@@ -347,7 +380,9 @@ def train_joint(
         xb = torch.from_numpy(np.asarray(x[idx], np.float32)).to(device)
         db, gb = (t[idx].to(device) for t in tensors)
         zb = zt[idx].to(device)
+        ob = offt[idx].to(device)
         logits, joint, total = module(xb, db, gb)
+        logits, joint = logits + ob[:, None], joint + ob
         loss = balanced(joint, zb, (total > 0).float(), wj)                       # L_joint (Eq. 6)
         for k in range(m):
             if alpha[k] > 0:

@@ -118,7 +118,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from promote.merge import merge_with_prior
+from promote.merge import logit, merge_with_prior, sigmoid
 from relearn.instance_pairs import (
     M_NEIGHBOURS,
     N_NEGATIVE,
@@ -325,17 +325,27 @@ def relearn_image(
     rows = np.flatnonzero(delta.any(1))
     if max_trusted < 1.0:  # the pseudo GT's trusted share: salient + background fractions
         rows = rows[pseudo[rows].sum(1) <= max_trusted]
+    residual = bool(model.joint.hparams.get("residual", False))
+    correction = np.full(n, 0.5)  # a residual model's correction, as a probability (0.5: none)
     if rows.size:
-        s, has = predict_joint(model.joint, x[rows], delta[rows], g[rows], device=device)
+        offset = logit(prior_sp[rows]) if residual else None
+        s, has = predict_joint(model.joint, x[rows], delta[rows], g[rows], offset=offset, device=device)
         if corrections_only:  # where the re-learned class agrees, the prior's pixels are kept
             has &= (s > 0.5) != (prior_sp[rows] > 0.5)
         if confident_only:  # where the prior is the more confident, it is kept
             has &= np.abs(s - 0.5) > np.abs(prior_sp[rows] - 0.5)
         scores[rows[has]] = s[has]
         relearned[rows[has]] = True
-    weighted = spatial_weighting(scores, labels, sigma_s2=sigma_s2)
-    if merge == "logodds":
+        if residual:
+            correction[rows[has]] = sigmoid(logit(s[has]) - offset[has])
+    if merge == "logodds" and residual:
+        # the model's own posterior sigma(logit(prior) + correction), per pixel of the prior
+        weighted = spatial_weighting(correction, labels, sigma_s2=sigma_s2)
         weighted = merge_with_prior(prior, np.clip(weighted, 0.0, 1.0).astype(np.float32), "logodds")
+    else:
+        weighted = spatial_weighting(scores, labels, sigma_s2=sigma_s2)
+        if merge == "logodds":
+            weighted = merge_with_prior(prior, np.clip(weighted, 0.0, 1.0).astype(np.float32), "logodds")
     out = np.where(relearned[labels], weighted, prior).astype(np.float32)
     return RelearnResult(map=out, scores=scores, relearned=relearned, trust=trust)
 
@@ -433,6 +443,7 @@ def train_relearn(
     batch_size: int = 64,
     min_error: float = MIN_ERROR,
     joint_threshold: float = JOINT_THRESHOLD,
+    residual: bool = False,
     seed: int = 0,
     device: str = "cpu",
 ) -> RelearnTraining:
@@ -461,6 +472,9 @@ def train_relearn(
     joint_threshold : float, optional
         ``delta = trust > joint_threshold`` while training the joint model: the targets with a
         pair above it are its rows, and it gates their pairs (module notes).
+    residual : bool, optional
+        Train the joint model on the prior's superpixel logit as an offset, so that it learns a
+        correction of the prior (module notes, *Residual*). False: the paper's joint model.
     seed : int, optional
         Draws, initialisations and batch orders.
     device : str, optional
@@ -543,7 +557,7 @@ def train_relearn(
     rng = np.random.default_rng(seed + 1)
     pick = np.sort(rng.choice(len(candidates), min(max_targets, len(candidates)), replace=False))
     chosen = np.asarray(candidates, np.int64)[pick]
-    xj, dj, gj, zj = [], [], [], []
+    xj, dj, gj, zj, oj = [], [], [], [], []
     for k in targets:
         rows = chosen[chosen[:, 0] == k, 1]
         if not rows.size:
@@ -556,9 +570,10 @@ def train_relearn(
         dj.append(delta)
         gj.append(g)
         zj.append(truths[k].salient[rows])
+        oj.append(logit(prepared[k][4][rows]))
     z = np.concatenate(zj)
     fit = train_joint(np.concatenate(xj), np.concatenate(dj), np.concatenate(gj), z, min_error=min_error,
-                      seed=seed, **sgd)
+                      offset=np.concatenate(oj) if residual else None, seed=seed, **sgd)
     settings = {"taps": [str(t) for t in taps], "feature_dim": int(dims.pop()), "similarity_scale": tau,
                 "context": bool(context), "m": m, "t1": float(t1), "t2": float(t2), "threshold": threshold}
     record = {"targets": len(targets), "pairs_labelled": int((labels_all >= 0).sum()),

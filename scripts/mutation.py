@@ -108,7 +108,7 @@ MODULES: dict[str, dict] = {
         "tests": ["tests/promote/test_lps.py", "tests/promote/test_ldps.py"],
         "preload": ["torch", "promote.merge", "promote.lps", "promote.ldps"],
         # LDPS's Eq. 10-11, the logodds rule, and the sigmoid of LPS's Eq. 3.
-        "functions": ["confidence", "confidence_merge", "sigmoid", "_logit", "merge_with_prior"],
+        "functions": ["confidence", "confidence_merge", "sigmoid", "logit", "merge_with_prior"],
     },
     "promote/ldps.py": {
         "tests": ["tests/promote/test_ldps.py"],

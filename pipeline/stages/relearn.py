@@ -163,6 +163,9 @@ class RelearnFitParams:
         The filter's threshold while training the joint model: targets with a pair above it are
         its rows and it gates their pairs (default 0.005, chosen on ECSSD train among 0.5, 0.005
         and 0.001: ``relearn/mijr.py`` notes).
+    residual : bool
+        Train the joint model as a correction of the prior: the prior's superpixel logit is added
+        to its logits while it learns (``relearn/mijr.py`` notes, *Residual*).
     seed : int
         Draws, initialisations and batch orders.
     """
@@ -183,6 +186,7 @@ class RelearnFitParams:
     batch_size: int = param(64, ge=1)
     min_error: float = param(MIN_ERROR, gt=0, lt=0.5)
     joint_threshold: float = param(JOINT_THRESHOLD, gt=0, lt=1)
+    residual: bool = False
     seed: int = param(0, ge=0)
 
 

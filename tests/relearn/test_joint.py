@@ -106,6 +106,26 @@ def test_a_classifier_with_no_pair_gets_alpha_zero_and_the_model_round_trips():
     assert back.hparams["alpha"] == fit.model.hparams["alpha"]
 
 
+def test_with_an_offset_the_joint_model_learns_the_correction_of_the_prior():
+    # a prior logit right on two rows in three, wrong (and sure) on the rest, which feature 0 tells
+    x, delta, g, z = _problem(800, 5)
+    rng = np.random.default_rng(5)
+    wrong = rng.random(z.size) < 1 / 3
+    offset = np.where((z == 1) != wrong, 3.0, -3.0)
+    fit = train_joint(x, delta, g, z, offset=offset, widths=SMALL, learning_rate=0.05, iterations=300)
+    assert fit.model.hparams["residual"] is True
+    s, _ = predict_joint(fit.model, x, delta, g, offset=offset)
+    assert ((s > 0.5) == (z == 1)).mean() > 0.95 and ((s > 0.5) == (z == 1))[wrong].mean() > 0.9
+    # the joint logit alone is the correction: against the prior where it was wrong
+    corr, _ = predict_joint(fit.model, x, delta, g)
+    assert ((corr > 0.5) == (offset < 0))[wrong].mean() > 0.9
+    back = JointModel.from_state(fit.model.state_arrays(), json.loads(json.dumps(fit.model.hparams)))
+    assert back.hparams["residual"] is True
+    assert JointModel.create(x.shape[2], m=3, widths=SMALL).hparams["residual"] is False
+    with pytest.raises(ValueError, match=r"offset: expected \(800,\) finite logits"):
+        predict_joint(fit.model, x, delta, g, offset=offset[:5])
+
+
 def test_bad_inputs_raise_clear_errors():
     x, delta, g, z = _problem(20, 4)
     with pytest.raises(ValueError, match="delta, similarity: expected shape"):

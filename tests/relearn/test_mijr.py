@@ -204,6 +204,31 @@ def test_the_logodds_merge_multiplies_the_odds_on_the_relearned_superpixels_only
         relearn_image(trained.model, f, LABELS, prior, pgt, nbs, merge="mean")
 
 
+def test_a_residual_model_corrects_the_prior_and_one_without_correction_keeps_it():
+    import torch
+
+    from promote.merge import logit, sigmoid
+
+    images = _pool(0)
+    fit = train_relearn(images, residual=True, **SMALL)
+    model = fit.model
+    assert model.joint.hparams["residual"] is True
+    wrong = [5, 0, 10, 15]
+    f, prior, pgt, gt, nbs = _target(7, wrong)
+    res = relearn_image(model, f, LABELS, prior, pgt, nbs, use_filter=False)
+    sp = res.map[::4, ::4].ravel()
+    np.testing.assert_array_equal(sp[wrong] > 0.5, SALIENT[wrong])   # the prior's errors are fixed
+    # the superpixel scores are the posterior sigma(logit(prior) + correction)
+    assert ((res.scores[res.relearned] > 0.5) == SALIENT[res.relearned]).all()
+    # a joint head that says nothing (logit 0) leaves every pixel of the prior as it was
+    with torch.no_grad():
+        model.joint.module.joint.weight.zero_()
+        model.joint.module.joint.bias.zero_()
+    still = relearn_image(model, f, LABELS, prior, pgt, nbs, use_filter=False)
+    assert still.relearned.any()
+    np.testing.assert_allclose(still.map, sigmoid(logit(prior)), atol=1e-6)
+
+
 def test_without_neighbours_the_prior_is_returned(trained):
     f, prior, pgt, _, _ = _target(9, [5])
     res = relearn_image(trained.model, f, LABELS, prior, pgt, [])
