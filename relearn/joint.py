@@ -299,6 +299,7 @@ def train_joint(
     z: np.ndarray,
     *,
     offset: np.ndarray | None = None,
+    balanced: bool = True,
     widths: Sequence[int] = _nets.FC5_WIDTHS,
     learning_rate: float = 1e-3,
     momentum: float = 0.9,
@@ -325,6 +326,9 @@ def train_joint(
         A fixed logit per target added to the joint logit and to every classifier's logit in
         the losses: the prior's logit, so that the networks learn a correction of the prior
         (module notes, *Residual*; recorded as ``hparams["residual"]``). None: no offset (the paper).
+    balanced : bool, optional
+        The class-balanced cross-entropy of the paper (each class half the loss); False: plain
+        cross-entropy, every target weighing 1 (the errors ``e_m`` likewise).
     widths : sequence of int, optional
         FC widths of each classifier (five: FC5).
     learning_rate, momentum, weight_decay : float, optional
@@ -362,8 +366,11 @@ def train_joint(
     opt = _nets.sgd(module, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay)
     has_pair = (delta * similarity).sum(1) > 0
     # class-balanced weights of the joint loss and of each classifier's loss (sigma of Eq. 6)
-    wj = _nets.balanced_weights(z[has_pair])
-    wm = [_nets.balanced_weights(z[delta[:, k] > 0]) for k in range(m)]
+    if balanced:
+        wj = _nets.balanced_weights(z[has_pair])
+        wm = [_nets.balanced_weights(z[delta[:, k] > 0]) for k in range(m)]
+    else:
+        wj, wm = (1.0, 1.0), [(1.0, 1.0)] * m
     zt = torch.from_numpy(z.astype(np.float32))
     offt = torch.from_numpy(off_np)
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (delta, similarity)]

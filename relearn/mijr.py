@@ -444,6 +444,7 @@ def train_relearn(
     min_error: float = MIN_ERROR,
     joint_threshold: float = JOINT_THRESHOLD,
     residual: bool = False,
+    balanced: bool = True,
     seed: int = 0,
     device: str = "cpu",
 ) -> RelearnTraining:
@@ -475,6 +476,8 @@ def train_relearn(
     residual : bool, optional
         Train the joint model on the prior's superpixel logit as an offset, so that it learns a
         correction of the prior (module notes, *Residual*). False: the paper's joint model.
+    balanced : bool, optional
+        The joint model's losses class-balanced (the paper's Eq. 6); False: plain cross-entropy.
     seed : int, optional
         Draws, initialisations and batch orders.
     device : str, optional
@@ -573,7 +576,7 @@ def train_relearn(
         oj.append(logit(prepared[k][4][rows]))
     z = np.concatenate(zj)
     fit = train_joint(np.concatenate(xj), np.concatenate(dj), np.concatenate(gj), z, min_error=min_error,
-                      offset=np.concatenate(oj) if residual else None, seed=seed, **sgd)
+                      offset=np.concatenate(oj) if residual else None, balanced=balanced, seed=seed, **sgd)
     settings = {"taps": [str(t) for t in taps], "feature_dim": int(dims.pop()), "similarity_scale": tau,
                 "context": bool(context), "m": m, "t1": float(t1), "t2": float(t2), "threshold": threshold}
     record = {"targets": len(targets), "pairs_labelled": int((labels_all >= 0).sum()),

@@ -166,6 +166,9 @@ class RelearnFitParams:
     residual : bool
         Train the joint model as a correction of the prior: the prior's superpixel logit is added
         to its logits while it learns (``relearn/mijr.py`` notes, *Residual*).
+    balanced : bool
+        The joint model's losses class-balanced, each class half the loss (the paper's Eq. 6);
+        false: plain cross-entropy.
     seed : int
         Draws, initialisations and batch orders.
     """
@@ -187,6 +190,7 @@ class RelearnFitParams:
     min_error: float = param(MIN_ERROR, gt=0, lt=0.5)
     joint_threshold: float = param(JOINT_THRESHOLD, gt=0, lt=1)
     residual: bool = False
+    balanced: bool = True
     seed: int = param(0, ge=0)
 
 

@@ -106,13 +106,15 @@ def test_a_classifier_with_no_pair_gets_alpha_zero_and_the_model_round_trips():
     assert back.hparams["alpha"] == fit.model.hparams["alpha"]
 
 
-def test_with_an_offset_the_joint_model_learns_the_correction_of_the_prior():
+@pytest.mark.parametrize("balanced", [True, False])
+def test_with_an_offset_the_joint_model_learns_the_correction_of_the_prior(balanced):
     # a prior logit right on two rows in three, wrong (and sure) on the rest, which feature 0 tells
     x, delta, g, z = _problem(800, 5)
     rng = np.random.default_rng(5)
     wrong = rng.random(z.size) < 1 / 3
     offset = np.where((z == 1) != wrong, 3.0, -3.0)
-    fit = train_joint(x, delta, g, z, offset=offset, widths=SMALL, learning_rate=0.05, iterations=300)
+    fit = train_joint(x, delta, g, z, offset=offset, balanced=balanced, widths=SMALL, learning_rate=0.05,
+                      iterations=300)
     assert fit.model.hparams["residual"] is True
     s, _ = predict_joint(fit.model, x, delta, g, offset=offset)
     assert ((s > 0.5) == (z == 1)).mean() > 0.95 and ((s > 0.5) == (z == 1))[wrong].mean() > 0.9
@@ -124,6 +126,21 @@ def test_with_an_offset_the_joint_model_learns_the_correction_of_the_prior():
     assert JointModel.create(x.shape[2], m=3, widths=SMALL).hparams["residual"] is False
     with pytest.raises(ValueError, match=r"offset: expected \(800,\) finite logits"):
         predict_joint(fit.model, x, delta, g, offset=offset[:5])
+
+
+def test_the_balanced_loss_weighs_each_class_half_and_the_plain_one_each_target_once():
+    # features without information, one target in ten salient: the balanced loss is minimised at
+    # p = 0.5, the plain one at the salient share 0.1
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(600, 3, 6)).astype(np.float32)
+    delta = np.ones((600, 3), bool)
+    g = np.ones((600, 3), np.float32)
+    z = (np.arange(600) % 10 == 0).astype(int)
+    mean = {}
+    for balanced in (True, False):
+        fit = train_joint(x, delta, g, z, balanced=balanced, widths=SMALL, learning_rate=0.01, iterations=300)
+        mean[balanced] = float(predict_joint(fit.model, x, delta, g)[0].mean())
+    assert abs(mean[True] - 0.5) < 0.15 and abs(mean[False] - 0.1) < 0.08
 
 
 def test_bad_inputs_raise_clear_errors():
