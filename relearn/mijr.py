@@ -59,6 +59,15 @@ Decisions the paper leaves open
   PiCANet 0.811 / 0.102 -> 0.803 / 0.097 (0.797 / 0.104), RBD 0.520 / 0.244 -> 0.655 / 0.195
   (0.604 / 0.210). MAE and adaptive F improve on all nine priors; max F drops a little on u2netp,
   DSS and PiCANet.
+* **Residual** (``relearn_fit.residual``; the shipped ``relearn-duts`` since version 2 of its
+  card). The pair inputs carry the prior's superpixel mean, so the paper's joint model predicts
+  the whole posterior, and multiplying its odds with the prior's counts the prior twice. Trained
+  with the prior's superpixel logit as an offset (:func:`relearn.train_joint`, ``offset``), the
+  joint logit is a correction of the prior's odds; at inference the corrections (0.5 on the
+  superpixels left alone) are spatially weighted and multiplied into the odds of the prior's
+  pixels (``merge="logodds"``), so the promoted map is the model's own posterior with the
+  prior's pixel detail, and ``scores`` holds ``sigmoid(logit(prior) + correction)`` per
+  superpixel. ``replace`` puts that posterior in place of the prior's pixels. RESIDUAL_NOTES
 * **Corrections only** (``corrections_only``, default off since version 2; the notes below were
   measured with ``merge="replace"``): of the superpixels selected above, the
   re-learned score replaces the prior only where the two disagree on the class (``> 0.5``);
