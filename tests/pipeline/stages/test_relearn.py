@@ -214,8 +214,9 @@ def test_the_shipped_relearn_model_promotes_a_pool_without_ground_truth(tmp_path
     out = tmp_path / "o"
     # relearn.model left at its default, the shipped relearn-duts; no --gt. The margin check below
     # reads the paper's rule (re-learned scores replace the prior where they correct it and are
-    # surer): the default, odds multiplied on every filtered superpixel, falls below this margin on
-    # one of these 64-pixel toy images, where the shipped model is far from its training images.
+    # surer): with the model shipped before the residual one, the default (odds multiplied on every
+    # filtered superpixel) fell below this margin on one of these 64-pixel toy images, where the
+    # shipped model is far from its training images.
     paper = ["relearn.merge=replace", "relearn.corrections_only=true", "relearn.confident_only=true"]
     res = cli("run", "--stages", "relearn", "--pool", str(images), "--priors", str(priors), "--out", str(out),
               *_sets(FAST + paper))
