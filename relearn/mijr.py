@@ -9,11 +9,14 @@ Per target image, with superpixels ``S_i`` and up to ``M = 5`` retrieved, aligne
    ranked by it, ``delta = p > filter_threshold`` (:func:`relearn.rank_by_trust`; by default
    0.0002 at inference, 0.005 in training, see below);
 3. the joint head's saliency ``h(...)`` (Eq. 6, :func:`relearn.predict_joint`) for every
-   superpixel with at least one pair passing the filter;
-4. superpixel scores: the re-learned saliency there (by default only where it changes the
-   superpixel's class), the prior's superpixel mean elsewhere;
-   spatial weighting (:func:`relearn.spatial_weighting`) to a pixel map;
-5. the promoted map: that map on the re-learned superpixels, the prior's own pixels elsewhere.
+   superpixel with at least one pair passing the filter (of a residual model, ``h`` of the
+   prior's logit plus the joint logit, see *Residual* below);
+4. superpixel scores: the re-learned saliency there (narrowed by ``corrections_only`` and
+   ``confident_only`` when set), the prior's superpixel mean elsewhere; spatial weighting
+   (:func:`relearn.spatial_weighting`) to a pixel map (of a residual model, of its corrections);
+5. the promoted map: on the re-learned superpixels that map's odds multiplied with the prior's
+   pixels' (``merge="logodds"``, the default) or that map alone (``"replace"``, the paper); the
+   prior's own pixels elsewhere.
 
 Training (:func:`train_relearn`) on a pool whose images have pseudo GT, and ground truth on some:
 Table I labels of the pairs of every target with GT (:func:`relearn.pair_labels`), the 30k / 50k
@@ -312,7 +315,10 @@ def relearn_image(
         On the re-learned superpixels, ``replace`` puts the spatially weighted score in place of
         the prior's pixels (the paper); ``logodds`` multiplies the odds of the two,
         ``sigmoid(logit(prior) + logit(score))`` per pixel (:func:`promote.merge_with_prior`), so a
-        score that disagrees with a confident prior softens it instead of overwriting it.
+        score that disagrees with a confident prior softens it instead of overwriting it. With a
+        residual model (``model.joint.hparams["residual"]``) ``logodds`` multiplies the prior's
+        odds by the spatially weighted corrections' and ``replace`` puts the posterior
+        ``sigmoid(logit(prior) + correction)`` of each superpixel in place of the prior's pixels.
     device : str, optional
         Torch device of the two networks.
 

@@ -278,7 +278,8 @@ class RelearnParams:
         The re-learned score only where it is further from 0.5 than the prior's superpixel mean.
     merge : str
         ``replace``: the re-learned superpixels take the re-learned score (the paper);
-        ``logodds``: its odds and the prior's are multiplied.
+        ``logodds``: its odds and the prior's are multiplied (a residual model's correction:
+        ``relearn/mijr.py`` notes, *Residual*).
     """
 
     prior: str = "u2netp"
