@@ -26,6 +26,10 @@ resumes). Usage::
     .venv/bin/python benchmarks/bench_relearn.py --work ../relearn-bench [--train-datasets DUTS-TR-1k DUTS-TR-2k]
         [--n-train 1000] [--n-test 500] [--jobs 2] [--set relearn_fit.iterations=20000] [--model FILE] [--sod DSS ...]
 
+``--fusion`` adds a baseline to every promoted prior: the prior averaged with U2-Netp's map (the
+``u2netp`` stage run on the same pool), scored like the rest. A model on ``u2netp_features`` reads
+the decoder of U2-Netp, so its gain should beat that plain mixing of the two detectors.
+
 ``--model FILE`` skips steps 1-2 and tests that model (a file or a shipped name's file).
 ``--n-train 20 --n-test 10 --sod`` is a smoke run. ``--split train`` promotes ECSSD train images
 instead (``WORK/val_pool``, ``WORK/val_ecssd``): the split settings are chosen on.
@@ -187,6 +191,21 @@ def _changes(out: Path, gts: Path, stems: list[str], prior: str = "priors") -> d
             "error_change": gain / n_changed if n_changed else None}
 
 
+def _fusion(out: Path, images: Path, gts: Path, prior: str, jobs: int) -> dict:
+    """Scores of the baseline ``mean with u2netp``: the prior's maps of ``out`` averaged with U2-Netp's."""
+    from pipeline.evaluation import evaluate_methods
+
+    _cli("run", "--stages", "u2netp", "--pool", str(images), "--out", str(out), "--jobs", str(jobs),
+         log=out.parent / f"{out.name}_u2netp_fusion.log")  # cached after the first prior
+    stems = sorted(p.stem for p in gts.glob("*.png"))
+    maps = {}
+    for s in stems:
+        shape = read_mask(gts / f"{s}.png").shape
+        maps[s] = 0.5 * (read_map(out / prior / f"{s}.png", shape) + read_map(out / "u2netp" / f"{s}.png", shape))
+    res = evaluate_methods({"mean with u2netp": maps}, str(gts), stems=stems, log=False)
+    return {k: res.pooled["mean with u2netp"].get(k) for k, _ in METRICS}
+
+
 def _scores(out: Path, methods) -> dict:
     data = json.loads((out / "evaluation" / "metrics.json").read_text())["methods"]
     return {m: {k: data[m]["pooled"].get(k) for k, _ in METRICS} for m in methods if m in data}
@@ -212,6 +231,8 @@ def _command_args(args) -> str:
     parts += [f"--set {s}" for s in args.set]
     if args.model is not None:
         parts.append(f"--model {_shown(args.model, args.work)}")
+    if args.fusion:
+        parts.append("--fusion")
     for flag, value, default in (("--test-priors", args.test_priors, list(DETECTORS)),
                                  ("--sod", args.sod, list(SOD_PRIORS)), ("--ablation-priors", args.ablation_priors, ["u2netp"])):
         if list(value) != default:
@@ -236,6 +257,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", type=Path, default=None, help="test this model file instead of training one")
     ap.add_argument("--sod", nargs="*", default=list(SOD_PRIORS), help="SOD published priors promoted (none: skip SOD)")
     ap.add_argument("--ablation-priors", nargs="*", default=["u2netp"], help="ECSSD priors of the ablation runs")
+    ap.add_argument("--fusion", action="store_true", help="add the baseline: each prior averaged with U2-Netp's map")
     ap.add_argument("--results", default="bench_relearn")
     args = ap.parse_args(argv)
     work = args.work.resolve()
@@ -267,11 +289,17 @@ def main(argv=None) -> int:
     for prior in args.test_priors:
         data["test"][f"ECSSD/{prior}"] = _promote(work / ecssd_out, test_images, test_gts, prior, None,
                                                   model, sets, args.jobs)
+        if args.fusion and prior != "u2netp":
+            data["test"][f"ECSSD/{prior}"]["scores"]["mean with u2netp"] = _fusion(
+                work / ecssd_out, test_images, test_gts, prior, args.jobs)
     if args.sod:
         sod = dataset_dir("SOD")
         for method in args.sod:
             data["test"][f"SOD/{method}"] = _promote(work / "test_sod", sod / "images", sod / "gt", "priors",
                                                      sod / "priors" / method, model, sets, args.jobs)
+            if args.fusion:
+                data["test"][f"SOD/{method}"]["scores"]["mean with u2netp"] = _fusion(
+                    work / "test_sod", sod / "images", sod / "gt", "priors", args.jobs)
     data["ablations"] = {}
     for prior in args.ablation_priors:
         for name, extra in ABLATIONS.items():
