@@ -62,15 +62,16 @@ class SuperpixelFeaturesParams:
     Parameters
     ----------
     features : str
-        The feature stage whose taps are pooled: ``deep_features`` (the frozen ImageNet backbone,
-        EfficientNet-Lite0: five taps, 2 x 512 = 1024 values per superpixel) or ``u2netp_features``
-        (the decoder of the saliency-trained U^2-Net-small: four taps of 64 channels, 2 x 256 = 512).
+        The feature stage whose taps are pooled: ``u2netp_features`` (the decoder of the
+        saliency-trained U^2-Net-small: four taps of 64 channels, 2 x 256 = 512 values per
+        superpixel; what the shipped ``relearn-u2netp-duts`` reads) or ``deep_features`` (the frozen
+        ImageNet backbone, EfficientNet-Lite0: five taps, 2 x 512 = 1024; ``relearn-duts``).
     taps : tuple of str
         Taps pooled, concatenated in this order (empty: every tap the feature stage caches, in its
         order).
     """
 
-    features: str = param("deep_features", choices=FEATURE_STAGES)
+    features: str = param("u2netp_features", choices=FEATURE_STAGES)
     taps: tuple[str, ...] = ()
 
 
@@ -258,14 +259,16 @@ class RelearnParams:
     prior : str
         The map stage to promote (``priors``: the user's ``--priors`` maps).
     model : str
-        ``train`` (fit by ``relearn_fit`` on this pool's ``--gt``), a model file, or a shipped model name.
+        ``train`` (fit by ``relearn_fit`` on this pool's ``--gt``), a model file, or a shipped model name
+        (``relearn-u2netp-duts`` on ``u2netp_features``; ``relearn-duts`` on ``deep_features``, with
+        ``superpixel_features.features=deep_features``).
     sigma_s2 : float
         Width of the spatial weighting's kernel, in normalised coordinates (0: none).
     use_filter : bool
         False: every aligned pair passes (the paper's "without filter" ablation).
     filter_threshold : float
         A pair passes the filter when its trust exceeds this (the default 0.0002 was chosen on
-        ECSSD train for the shipped model, trained at ``relearn_fit.joint_threshold`` 0.005:
+        ECSSD train for an earlier, non-residual model, trained at ``relearn_fit.joint_threshold`` 0.005:
         ``relearn/mijr.py`` notes).
     m : int
         At most this many retrieved images are read (0: the model's M; 1: the "M = 1" ablation).
@@ -283,7 +286,7 @@ class RelearnParams:
     """
 
     prior: str = "u2netp"
-    model: str = "relearn-duts"
+    model: str = "relearn-u2netp-duts"
     sigma_s2: float = param(SIGMA_S2, ge=0)
     use_filter: bool = True
     filter_threshold: float = param(FILTER_THRESHOLD, gt=0, lt=1)

@@ -1,6 +1,6 @@
 """MIJR re-learning stages: parameters and their rules in-process, and a tiny synthetic pool that
 trains (``python -m pipeline train relearn``) and promotes (``run --stages relearn``) end to end
-through the CLI, and the shipped ``relearn-duts`` model on a pool without ground truth."""
+through the CLI, and the shipped ``relearn-u2netp-duts`` model on a pool without ground truth."""
 
 import dataclasses
 import inspect
@@ -36,7 +36,9 @@ def test_params_mirror_the_methods_and_are_documented(relearn_stages):
             assert f.default == sig[f.name].default, f"{name}.{f.name}"
         docs = registry.param_docs(stage.params)
         assert all(docs.get(f.name) for f in dataclasses.fields(stage.params)), name
-    assert relearn_stages["relearn"].params().model == "relearn-duts"
+    assert relearn_stages["relearn"].params().model == "relearn-u2netp-duts"
+    # the default model reads the superpixel features the stage pools by default
+    assert relearn_stages["superpixel_features"].params().features == "u2netp_features"
     assert relearn_stages["relearn"].learned.trainer == "relearn_fit"
 
 
@@ -64,6 +66,9 @@ FAST = ["slic.n_segments=40", "deep_features.size=64", "gist_hog.size=64", "gist
 # tests are of the stages' plumbing; tests/relearn tests the method on pools whose hard
 # superpixels are known. The tests below need a model that corrects some superpixels: fitted here
 # with the default joint_threshold 0.005 it corrects none of this pool's, with 0.5 it does.
+# The tiny model of the fixture reads the ImageNet taps (at 64 x 64 here): on these 48 x 64 toy
+# images U2-Netp's decoder taps (the default) leave its 300 steps too little to learn from.
+DEEP = ["superpixel_features.features=deep_features"]
 TRAIN = ["relearn_fit.widths=8,8,8,8,8", "relearn_fit.iterations=300", "relearn_fit.batch_size=32",
          "relearn_fit.learning_rate=0.05", "relearn_fit.t1=1.0", "relearn_fit.joint_threshold=0.5"]
 
@@ -106,7 +111,7 @@ def trained(tmp_path_factory):
     images, gt, priors = _pool(folder / "pool")
     out = folder / "train"
     res = cli("train", "relearn", "--pool", str(images), "--gt", str(gt), "--priors", str(priors),
-              "--out", str(out), *_sets(FAST + TRAIN))
+              "--out", str(out), *_sets(FAST + DEEP + TRAIN))
     assert res.returncode == 0, res.stdout + res.stderr
     return folder, images, gt, priors, out / "models" / "relearn.npz"
 
@@ -132,7 +137,7 @@ def test_the_trained_model_promotes_the_pool_through_the_cli(trained):
     folder, images, gt, priors, model = trained
     out = folder / "train"  # the training run's cache: only relearn itself is computed
     res = cli("run", "--stages", "relearn", "--pool", str(images), "--priors", str(priors), "--out", str(out),
-              *_sets(FAST + [f"relearn.model={model}"]))
+              *_sets(FAST + DEEP + [f"relearn.model={model}"]))
     assert res.returncode == 0, res.stdout + res.stderr
     summary = {s["name"]: s for s in json.loads((out / "run_summary.json").read_text())["stages"]}
     assert summary["relearn"]["computed"] == 6 and "relearn_fit" not in summary and "u2netp" not in summary
@@ -166,7 +171,7 @@ def test_the_ablations_run_through_the_cli(trained):
     out = folder / "ablations"
     # which superpixels are candidates: every filter-passed one replaced (corrections_only off)
     base = ["run", "--stages", "relearn", "--pool", str(images), "--priors", str(priors), "--out", str(out),
-            *_sets(FAST + [f"relearn.model={model}", "relearn.corrections_only=false"])]
+            *_sets(FAST + DEEP + [f"relearn.model={model}", "relearn.corrections_only=false"])]
     filtered, _ = _run_relearned(out, base)
     no_filter, summary = _run_relearned(out, base + ["--set", "relearn.use_filter=false"])
     assert summary["computed"] == 6  # a new parameter value: new cache items
@@ -208,11 +213,11 @@ def test_relearn_trains_on_u2netp_features_and_refuses_a_model_of_other_features
 def test_the_shipped_relearn_model_promotes_a_pool_without_ground_truth(tmp_path):
     from pipeline import models
 
-    entry = models.shipped_models()["relearn-duts"]
+    entry = models.shipped_models()["relearn-u2netp-duts"]
     assert entry.stage == "relearn" and entry.card is not None and entry.card.is_file()
     images, gt, priors = _pool(tmp_path / "pool", n=3)
     out = tmp_path / "o"
-    # relearn.model left at its default, the shipped relearn-duts; no --gt. The margin check below
+    # relearn.model left at its default, the shipped relearn-u2netp-duts; no --gt. The margin check below
     # reads the paper's rule (re-learned scores replace the prior where they correct it and are
     # surer): with the model shipped before the residual one, the default (odds multiplied on every
     # filtered superpixel) fell below this margin on one of these 64-pixel toy images, where the
@@ -234,6 +239,13 @@ def test_the_shipped_relearn_model_promotes_a_pool_without_ground_truth(tmp_path
     assert res.returncode == 0, res.stdout + res.stderr
     summary = {s["name"]: s for s in json.loads((out / "run_summary.json").read_text())["stages"]}
     assert summary["relearn"]["computed"] == 3 and summary["superpixel_features"]["computed"] == 0
+    # the other shipped model, relearn-duts, reads the ImageNet taps
+    assert models.shipped_models()["relearn-duts"].stage == "relearn"
+    res = cli("run", "--stages", "relearn", "--pool", str(images), "--priors", str(priors), "--out", str(out),
+              *_sets(FAST + DEEP + ["relearn.model=relearn-duts"]))
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = {s["name"]: s for s in json.loads((out / "run_summary.json").read_text())["stages"]}
+    assert summary["relearn"]["computed"] == 3 and summary["deep_features"]["computed"] == 3
 
 
 def test_a_missing_model_file_is_a_clear_error(tmp_path):
