@@ -9,7 +9,7 @@
    relearn.prior=priors``: retrieval, alignment, superpixel features, pseudo GT and
    ``relearn_fit`` with their defaults (plus ``--set`` overrides), every stage's seconds per item
    read from the run summary. The model file and its card are left in ``WORK/train/models``, ready
-   for ``scripts/ship_model.py WORK/train/models/relearn.npz --name relearn-duts``.
+   for ``scripts/ship_model.py WORK/train/models/relearn.npz --name relearn-u2netp-duts``.
 3. **Test.** On ECSSD test images, for each prior of ``--test-priors``, and on SOD for each
    published prior of ``--sod`` (``--priors``): ``python -m pipeline run --stages relearn,crf``
    with the trained model; the package's evaluation of the prior, the dense-CRF baseline and

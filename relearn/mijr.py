@@ -62,8 +62,8 @@ Decisions the paper leaves open
   PiCANet 0.811 / 0.102 -> 0.803 / 0.097 (0.797 / 0.104), RBD 0.520 / 0.244 -> 0.655 / 0.195
   (0.604 / 0.210). MAE and adaptive F improve on all nine priors; max F drops a little on u2netp,
   DSS and PiCANet.
-* **Residual** (``relearn_fit.residual``, off by default as the paper; the shipped
-  ``relearn-duts`` is trained with it). The pair inputs carry the prior's superpixel mean, so the paper's joint model predicts
+* **Residual** (``relearn_fit.residual``, off by default as the paper; both shipped models,
+  ``relearn-u2netp-duts`` and ``relearn-duts``, are trained with it). The pair inputs carry the prior's superpixel mean, so the paper's joint model predicts
   the whole posterior, and multiplying its odds with the prior's counts the prior twice. Trained
   with the prior's superpixel logit as an offset (:func:`relearn.train_joint`, ``offset``), the
   joint logit is a correction of the prior's odds; at inference the corrections (0.5 on the

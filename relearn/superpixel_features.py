@@ -4,8 +4,9 @@ MIJR describes every superpixel by "the two scale convolutional feature (4096 x 
 feature of the superpixel itself and that of "the near surrounded regions of the target
 superpixel" (the non-local contrast). An instance pair then is ``CF = {xi_i, xi_j}`` (4096 x 4,
 :mod:`relearn.instance_pairs`). Here the backbone is the cached taps of a feature stage
-(``deep_features``: EfficientNet-Lite0 by default; or ``u2netp_features``: the decoder of the
-saliency-trained U^2-Net-small), and::
+(the stage's default ``u2netp_features``: the decoder of the saliency-trained U^2-Net-small, which
+the shipped ``relearn-u2netp-duts`` reads; or ``deep_features``: EfficientNet-Lite0's ImageNet taps,
+which ``relearn-duts`` reads), and::
 
     xi_k = [ pool_{S_k}(taps) , pool_{R_k}(taps) ]
 
