@@ -81,6 +81,20 @@ Decisions the paper leaves open
   priors' MAE (contrast 0.146 -> 0.126) and lifted u2netp's max F (0.924 -> 0.925) but raised its
   MAE (0.038 -> 0.041); longer training (15 000, 30 000 steps) recovered that and gave the rest. The plain cross-entropy in place of the
   class-balanced one changed no score by more than 0.003.
+* **Features.** The paper pools VGG16's ImageNet features. The shipped default
+  ``relearn-u2netp-duts`` pools the decoder taps of the saliency-trained U^2-Net-small
+  (``superpixel_features.features=u2netp_features``, 512 values per superpixel), as the
+  package's LPS and LDPS models do; ``relearn-duts`` is the same recipe on EfficientNet-Lite0's
+  ImageNet taps (1024 values). With the old recipe (1000 images, 5 000 steps, gated replacement)
+  the two taps scored alike (``benchmarks/results/tune_relearn_features.md``); with the residual
+  recipe, on the same 100 ECSSD train stems (max F / adaptive F / MAE), the U2-Netp taps take
+  contrast to 0.873 / 0.855 / 0.098 (ImageNet taps: 0.821 / 0.810 / 0.119), gradsal to 0.901 /
+  0.870 / 0.090 (0.851 / 0.831 / 0.113) and the ``arn`` prior, a detector on the ImageNet taps,
+  from 0.888 / 0.814 / 0.077 to 0.916 / 0.894 / 0.047 (0.894 / 0.847 / 0.059); on u2netp, whose
+  own decoder they are, max F stays at the prior's (0.9245 against 0.9242; ImageNet taps 0.9266).
+  Part of the gain is U2-Netp's knowledge: the benchmark's ``--fusion`` baseline, a prior
+  averaged with U2-Netp's map, has the higher max F (contrast 0.919) and the re-learned map the
+  lower MAE.
 * **Corrections only** (``corrections_only``, default off since version 2; the notes below were
   measured with ``merge="replace"``): of the superpixels selected above, the
   re-learned score replaces the prior only where the two disagree on the class (``> 0.5``);
