@@ -27,7 +27,13 @@ reporting once on the test splits.
    centre prior give without the DCNN); the DCNN map refined by the low-level map *without* its
    centre prior; the low-level ``contrast`` map alone, with and without the centre prior.
 
-``--phase test``: the setting chosen by the tune phase (read from its JSON; the package
+``--phase final`` (after ``tune``, on the same ECSSD train images): the chosen descent and
+post-processing, and a grid of the final pruning ``theta_final`` x ``saturation_final`` (the
+refined map stretched linearly between the two fractions of its peak, values above the second
+mapping to 1; Algorithm 1, line 13 "normalise", which the paper leaves open). Same criterion:
+the stretch is monotone per image, so it moves max F little and MAE and the S-measure much.
+
+``--phase test``: the setting chosen by the tune phase (and the final phase, when it ran) (read from its JSON; the package
 defaults must equal it, which the script checks) and the same ablation rows on ECSSD test (500)
 and SOD (300), plus the same setting with ``gamma = 0`` (what the clamp adds), beside the
 published classical maps on SOD (GS, RBD, BSCA: the target is to beat RBD and GS in maxF and
@@ -36,8 +42,10 @@ MAE), with maxF, adaptive F, MAE, S-measure.
 Torch runs with one intra-op thread; timings are on a shared 2-core CPU (load recorded).
 
 Run: ``.venv/bin/python benchmarks/ablate_gradsal.py --phase tune [--n 60]``, then
+``.venv/bin/python benchmarks/ablate_gradsal.py --phase final``, then
 ``.venv/bin/python benchmarks/ablate_gradsal.py --phase test``.  Writes
-``benchmarks/results/ablate_gradsal_tune.{json,md}`` and ``ablate_gradsal_test.{json,md}``.
+``benchmarks/results/ablate_gradsal_tune.{json,md}``, ``ablate_gradsal_final.{json,md}`` and
+``ablate_gradsal_test.{json,md}``.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ from benchmarks._common import (  # noqa: E402
 DURATION = "~20 min (--phase tune, --n 60) + ~20 min (--phase test)"
 TUNE = "ablate_gradsal_tune"
 TEST = "ablate_gradsal_test"
+FINAL = "ablate_gradsal_final"
 
 # (step rule, gamma, epsilon): the fixed rule at the old default step, the scaled rules at a
 # largest pixel change of 0.02 per step (10 steps: up to 0.2 of the [0, 1] range).
@@ -75,6 +84,9 @@ MIN_CLAMP = 0.1
 QUANTILES = (0.9, 0.95, 0.99, 1.0)
 ALPHAS = (0.05, 0.1, 0.2, 0.3, 0.5)
 THETA_FINALS = (0.0, 0.1, 0.2, 0.3)
+# the final phase's grid (line 13): pruning x saturation, as fractions of the refined map's peak
+FINAL_THETAS = (0.0, 0.025, 0.05, 0.1)
+SATURATIONS = (1.0, 0.7, 0.5, 0.4, 0.3, 0.2)
 CENTRE_SIGMA = 0.25   # the contrast prior's centre-prior width (detect.contrast)
 
 
@@ -136,27 +148,32 @@ class Context:
         return diffs, {"sec_per_image_descent": (time.perf_counter() - t0) / n,
                        "frac_cost_fell_every_step": every / n, "frac_cost_fell_overall": overall / n}
 
-    def maps(self, diffs, *, quantile, alpha, theta_final=None, low=None):
+    def maps(self, diffs, *, quantile, alpha, theta_final=None, saturation=None, low=None):
         """raw, smoothed and refined maps of Algorithm 1 (lines 9-13) from difference maps."""
         from gradsal.postprocess import prune_normalize, refine, slic_smooth
 
         low = self.low if low is None else low
         d = self.defaults
         theta_final = d["theta_final"] if theta_final is None else theta_final
+        saturation = d["saturation_final"] if saturation is None else saturation
         raw = [prune_normalize(x, d["theta"], quantile=quantile) for x in diffs]
         smoothed = [prune_normalize(slic_smooth(r, lab), 0.0) for r, lab in zip(raw, self.labels)]
-        refined = [prune_normalize(refine(s, lo, alpha), theta_final) for s, lo in zip(smoothed, low)]
+        refined = [prune_normalize(refine(s, lo, alpha), theta_final, saturation=saturation)
+                   for s, lo in zip(smoothed, low)]
         return raw, smoothed, refined
 
-    def ablation(self, diffs, *, quantile, alpha, theta_final=None, s_measure=False):
+    def ablation(self, diffs, *, quantile, alpha, theta_final=None, saturation=None, s_measure=False):
         """Rows: each part of the map on its own and each part taken away."""
         from gradsal.postprocess import prune_normalize, refine
 
         theta_final = self.defaults["theta_final"] if theta_final is None else theta_final
-        raw, smoothed, refined = self.maps(diffs, quantile=quantile, alpha=alpha, theta_final=theta_final)
+        saturation = self.defaults["saturation_final"] if saturation is None else saturation
+        raw, smoothed, refined = self.maps(diffs, quantile=quantile, alpha=alpha, theta_final=theta_final,
+                                           saturation=saturation)
         _, _, no_centre = self.maps(diffs, quantile=quantile, alpha=alpha, theta_final=theta_final,
-                                    low=self.low_nocentre)
-        gauss = [prune_normalize(refine(centred_gaussian(im.shape[:2]), lo, alpha), theta_final)
+                                    saturation=saturation, low=self.low_nocentre)
+        gauss = [prune_normalize(refine(centred_gaussian(im.shape[:2]), lo, alpha), theta_final,
+                                 saturation=saturation)
                  for im, lo in zip(self.images, self.low)]
         rows = {
             "gradsal (refined)": refined,
@@ -197,12 +214,12 @@ def tune(n: int) -> dict:
     for q in QUANTILES:
         for a in ALPHAS:
             for th in THETA_FINALS:
-                _, _, refined = ctx.maps(diffs, quantile=q, alpha=a, theta_final=th)
+                _, _, refined = ctx.maps(diffs, quantile=q, alpha=a, theta_final=th, saturation=1.0)
                 post_rows.append({"quantile": q, "alpha": a, "theta_final": th, **sod_scores(refined, gts)})
     pwin = best(post_rows)
     chosen.update(quantile=pwin["quantile"], alpha=pwin["alpha"], theta_final=pwin["theta_final"])
     abl = ctx.ablation(diffs, quantile=chosen["quantile"], alpha=chosen["alpha"],
-                       theta_final=chosen["theta_final"], s_measure=True)
+                       theta_final=chosen["theta_final"], saturation=1.0, s_measure=True)
     out = {"split": "ECSSD train", "n_images": len(stems), "subset_seed": 0, "stems": stems,
            "fixed": {k: d[k] for k in ("steps", "input_size", "theta", "n_segments",
                                        "compactness", "lowlevel_segments")},
@@ -250,8 +267,49 @@ def tune_markdown(out) -> str:
     return "\n".join(lines)
 
 
+def final_phase() -> dict:
+    """Line 13 on the tune phase's images and chosen setting: theta_final x saturation_final."""
+    t_start = time.time()
+    tune_out = json.loads((RESULTS / f"{TUNE}.json").read_text())
+    tuned = tune_out["chosen"]
+    stems, images, gts = load_split("ECSSD", "train", tune_out["n_images"])
+    if stems != tune_out["stems"]:
+        raise SystemExit("the ECSSD train draw differs from the tune phase's")
+    ctx = Context(stems, images, gts)
+    diffs, stats = ctx.descend(tuned["step_rule"], tuned["gamma"], tuned["epsilon"])
+    rows = []
+    for th in FINAL_THETAS:
+        for sat in SATURATIONS:
+            if sat <= th:
+                continue
+            _, _, refined = ctx.maps(diffs, quantile=tuned["quantile"], alpha=tuned["alpha"],
+                                     theta_final=th, saturation=sat)
+            rows.append({"theta_final": th, "saturation_final": sat,
+                         **sod_scores(refined, gts, s_measure=True)})
+            print("final", rows[-1], flush=True)
+    win = best(rows)
+    chosen = {"theta_final": win["theta_final"], "saturation_final": win["saturation_final"]}
+    out = {"split": "ECSSD train", "n_images": len(stems), "stems": stems, "tuned": tuned, "descent": stats,
+           "rows": rows, "chosen": chosen, "load_average_end": load_average(),
+           "seconds_total": time.time() - t_start}
+    lines = [f"# GradSal: the final normalisation (Algorithm 1, line 13; ECSSD train, {len(stems)} images)", "",
+             "Command: `.venv/bin/python benchmarks/ablate_gradsal.py --phase final` (the images and the "
+             f"setting of `{TUNE}.json`: {tuned}). The refined map is pruned at `theta_final` and stretched "
+             "so that `saturation_final` (both fractions of its peak) and above map to 1. Chosen as in the "
+             "tune phase: the best maxF, ties within 0.002 to the lower MAE.", "",
+             "| theta_final | saturation_final | maxF | adpF | MAE | S-measure |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['theta_final']} | {r['saturation_final']} | {r['maxF']:.4f} | {r['adpF']:.4f} | "
+              f"{r['MAE']:.4f} | {r['Sm']:.4f} |" for r in rows]
+    lines += ["", f"**Chosen**: {chosen}", "",
+              f"Total {out['seconds_total'] / 60:.1f} min; load average at the end {out['load_average_end']}.", ""]
+    write_results(FINAL, out, "\n".join(lines))
+    return out
+
+
 def test_phase() -> dict:
-    tuned = json.loads((RESULTS / f"{TUNE}.json").read_text())["chosen"]
+    tuned = dict(json.loads((RESULTS / f"{TUNE}.json").read_text())["chosen"], saturation_final=1.0)
+    if (RESULTS / f"{FINAL}.json").is_file():
+        tuned.update(json.loads((RESULTS / f"{FINAL}.json").read_text())["chosen"])
     out = {"chosen": tuned, "datasets": {}}
     t_start = time.time()
     for dataset in ("ECSSD", "SOD"):
@@ -262,13 +320,18 @@ def test_phase() -> dict:
             raise SystemExit(f"the package defaults differ from the tuned setting (default, tuned): {mismatch}")
         diffs, stats = ctx.descend(tuned["step_rule"], tuned["gamma"], tuned["epsilon"])
         rows = ctx.ablation(diffs, quantile=tuned["quantile"], alpha=tuned["alpha"],
-                            theta_final=tuned["theta_final"], s_measure=True)
+                            theta_final=tuned["theta_final"], saturation=tuned["saturation_final"],
+                            s_measure=True)
+        _, _, unstretched = ctx.maps(diffs, quantile=tuned["quantile"], alpha=tuned["alpha"],
+                                     theta_final=0.0, saturation=1.0)
+        rows["same, line 13 without the stretch (theta_final 0, saturation_final 1)"] = sod_scores(
+            unstretched, gts, s_measure=True)
         base, base_stats = ctx.descend(tuned["step_rule"], 0.0, tuned["epsilon"])
         _, _, base_refined = ctx.maps(base, quantile=tuned["quantile"], alpha=tuned["alpha"],
-                                      theta_final=tuned["theta_final"])
+                                      theta_final=tuned["theta_final"], saturation=tuned["saturation_final"])
         rows["same, gamma = 0 (no clamp)"] = sod_scores(base_refined, gts, s_measure=True)
         old, old_stats = ctx.descend("fixed", 0.01, 0.01)
-        _, _, old_refined = ctx.maps(old, quantile=0.95, alpha=0.1, theta_final=0.0)
+        _, _, old_refined = ctx.maps(old, quantile=0.95, alpha=0.1, theta_final=0.0, saturation=1.0)
         rows["previous default (fixed step, gamma 0.01)"] = sod_scores(old_refined, gts, s_measure=True)
         if dataset == "SOD":
             for method in ("RBD", "GS", "BSCA"):
@@ -287,7 +350,7 @@ def test_phase() -> dict:
 def test_markdown(out) -> str:
     lines = ["# GradSal on the test splits (setting chosen on ECSSD train)", "",
              f"Command: `.venv/bin/python benchmarks/ablate_gradsal.py --phase test`. Setting: {out['chosen']} "
-             "(from `ablate_gradsal_tune.json`).", ""]
+             "(from `ablate_gradsal_tune.json` and `ablate_gradsal_final.json`).", ""]
     for dataset, res in out["datasets"].items():
         st = res["descent"]
         lines += [f"## {dataset} ({res['n_images']} images)", "",
@@ -305,11 +368,13 @@ def test_markdown(out) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--phase", choices=("tune", "test"), required=True)
+    ap.add_argument("--phase", choices=("tune", "final", "test"), required=True)
     ap.add_argument("--n", type=int, default=60, help="ECSSD train images of the tune phase")
     args = ap.parse_args(argv)
     if args.phase == "tune":
         tune(args.n)
+    elif args.phase == "final":
+        final_phase()
     else:
         test_phase()
     return 0

@@ -11,6 +11,8 @@
   is a high quantile of the map instead of its maximum (values above it clip to 1): a raw
   gradient map's maximum is set by a handful of outlier pixels, and on the ECSSD train
   subset the 95th percentile scored better (``benchmarks/results/tune_gradsal.md``).
+  Optionally the map saturates below its peak (``saturation``): values at or above that
+  fraction of the peak map to 1, a linear stretch between ``theta`` and ``saturation``.
 * Eq. 4, SLIC smoothing: every pixel of superpixel ``P_j`` gets the mean of the map over
   ``P_j`` (``region_mean`` then ``broadcast``; no loop over superpixels).
 * Eq. 6, refinement: the low-level map ``S_l`` is rescaled to ``[alpha, 1 + alpha]`` and
@@ -36,7 +38,8 @@ def _check_map(saliency, name="saliency"):
         raise ValueError(f"{name} must be floating point; got {saliency.dtype}")
 
 
-def prune_normalize(saliency: np.ndarray, theta: float = 0.0, *, quantile: float = 1.0) -> np.ndarray:
+def prune_normalize(saliency: np.ndarray, theta: float = 0.0, *, quantile: float = 1.0,
+                    saturation: float = 1.0) -> np.ndarray:
     """Max-normalise, prune values below ``theta`` and normalise again.
 
     Parameters
@@ -49,12 +52,15 @@ def prune_normalize(saliency: np.ndarray, theta: float = 0.0, *, quantile: float
         The peak is the ``quantile`` of the map's values (1.0: the maximum); values above
         it are clipped to 1.  A quantile below 1 makes the scale robust to the few
         outlier pixels that dominate a raw gradient map.
+    saturation : float, optional
+        Values at or above this fraction of the peak map to 1, in ``(theta, 1]`` (1: only the
+        peak does): the map is stretched linearly between ``theta`` and ``saturation``.
 
     Returns
     -------
     pruned : (H, W) ndarray of float32
-        ``min(max(S / peak - theta, 0) / (1 - theta), 1)``, in [0, 1]; all zeros when ``S``
-        has no positive value.
+        ``min(max(S / peak - theta, 0) / (saturation - theta), 1)``, in [0, 1]; all zeros when
+        ``S`` has no positive value.
 
     Notes
     -----
@@ -66,6 +72,8 @@ def prune_normalize(saliency: np.ndarray, theta: float = 0.0, *, quantile: float
         raise ValueError(f"theta must be in [0, 1); got {theta}")
     if not 0.0 < quantile <= 1.0:
         raise ValueError(f"quantile must be in (0, 1]; got {quantile}")
+    if not theta < saturation <= 1.0:
+        raise ValueError(f"saturation must be in (theta, 1] = ({theta}, 1]; got {saturation}")
     s = np.asarray(saliency, dtype=np.float64)
     if not s.size:
         return np.zeros(s.shape, np.float32)
@@ -74,7 +82,7 @@ def prune_normalize(saliency: np.ndarray, theta: float = 0.0, *, quantile: float
         peak = s.max()          # quantile at zero (sparse map): fall back to the maximum
     if not np.isfinite(peak) or peak <= 0.0:
         return np.zeros(s.shape, np.float32)
-    s = np.maximum(s / peak - theta, 0.0) / (1.0 - theta)
+    s = np.maximum(s / peak - theta, 0.0) / (saturation - theta)
     return np.clip(s, 0.0, 1.0).astype(np.float32)
 
 

@@ -33,6 +33,8 @@ class GradsalParams:
         Pruning threshold of the raw map, as a fraction of its peak.
     theta_final : float
         Pruning threshold of the refined map, as a fraction of its peak.
+    saturation_final : float
+        The refined map saturates at this fraction of its peak (values above map to 1).
     alpha : float
         Floor of the low-level map in Eq. 6.
     quantile : float
@@ -55,6 +57,7 @@ class GradsalParams:
     step_rule: str = param("line_search", choices=("fixed", "normalised", "line_search"))
     theta: float = param(0.0, ge=0, lt=1)
     theta_final: float = param(0.0, ge=0, lt=1)
+    saturation_final: float = param(0.4, gt=0, le=1)
     alpha: float = param(0.05, ge=0, le=1)
     quantile: float = param(0.95, gt=0, le=1)
     input_size: int = param(224, ge=32)
@@ -82,7 +85,7 @@ def run_gradsal(inputs, params: GradsalParams, ctx):
 
 
 register(Stage(
-    name="gradsal", version="3", inputs=("pool",), params=GradsalParams, granularity="image",
+    name="gradsal", version="4", inputs=("pool",), params=GradsalParams, granularity="image",
     func=run_gradsal, method=gradsal_saliency, produces_map=True, resources=Resources(wants_gpu=True),
     doc="GradSal: gradient descent on DCNN input + SLIC smoothing + low-level refinement",
 ))

@@ -108,3 +108,22 @@ def test_prune_normalize_quantile_scale_clips_outliers():
     assert out[0, 0] == 1.0 and out.sum() == 1.0
     with pytest.raises(ValueError):
         prune_normalize(s, 0.0, quantile=0.0)
+
+
+def test_prune_normalize_saturation_stretches_between_theta_and_the_saturation_point():
+    s = np.array([[0.0, 1.0, 2.0, 3.0, 4.0, 8.0]], np.float32)
+    # s / max = [0, .125, .25, .375, .5, 1]: minus 0.125, over (0.5 - 0.125), clipped to 1
+    out = prune_normalize(s, 0.125, saturation=0.5)
+    np.testing.assert_allclose(out, [[0.0, 0.0, 1 / 3, 2 / 3, 1.0, 1.0]], atol=1e-6)
+    # saturation 1 is the plain pruning
+    np.testing.assert_allclose(prune_normalize(s, 0.125, saturation=1.0), prune_normalize(s, 0.125))
+    # the stretch is monotone: the order of the pixels is kept where it does not saturate
+    rng = np.random.default_rng(0)
+    m = rng.random((16, 16)).astype(np.float32)
+    out = prune_normalize(m, 0.0, saturation=0.4)
+    inside = m.ravel() < 0.4 * m.max()
+    assert np.all(np.diff(out.ravel()[inside][np.argsort(m.ravel()[inside])]) >= 0)
+    assert np.all(out.ravel()[~inside] == 1.0)
+    for bad in (0.125, 0.1, 1.5):  # at or below theta, or above 1
+        with pytest.raises(ValueError):
+            prune_normalize(s, 0.125, saturation=bad)
