@@ -51,9 +51,10 @@ fell at *every* step on *every* tuning image, since Algorithm 1 is a minimisatio
   maxF by 0.009, 0.2 maxF by 0.09); the steps are kept as parameters.  A deviation in effect:
   the paper prunes.
 * ``saturation_final = 0.4``: line 13 "normalise" (left open by the paper) stretches the
-  refined map so that 40 % of its peak and above map to 1 (:func:`gradsal.postprocess.prune_normalize`,
-  ``saturation``).  Normalised by its maximum, the refined map is dim over much of the object
-  (one peak sets the scale), and that dimness is what its MAE measures.  Chosen on the tune images with the tune criterion
+  refined map so that 40 % of its peak and above map to 1
+  (:func:`gradsal.postprocess.prune_normalize`, ``saturation``).  Normalised by its maximum,
+  the refined map is dim over much of the object (one peak sets the scale), and that dimness
+  is what its MAE measures.  Chosen on the tune images with the tune criterion
   (``benchmarks/ablate_gradsal.py --phase final``, ``ablate_gradsal_final.md``, grid
   ``theta_final`` 0-0.1 x ``saturation_final`` 0.2-1): max F 0.6274 -> 0.6267, MAE 0.2255 ->
   0.2141, S-measure 0.514 -> 0.621, adaptive F 0.604 -> 0.613.  Pruning as well
