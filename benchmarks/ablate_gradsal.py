@@ -210,6 +210,7 @@ def tune(n: int) -> dict:
     diffs = cache[(win["step_rule"], win["gamma"], win["epsilon"])]
     best_by_rule_gamma = {f"{r['step_rule']} gamma={r['gamma']}": r["maxF"] for r in rows}
 
+    # line 13 without the stretch here: saturation_final is chosen after this, by --phase final
     post_rows = []
     for q in QUANTILES:
         for a in ALPHAS:

@@ -93,7 +93,7 @@ Decisions the paper leaves open
   from 0.888 / 0.814 / 0.077 to 0.916 / 0.894 / 0.047 (0.894 / 0.847 / 0.059); on u2netp, whose
   own decoder they are, max F stays at the prior's (0.9245 against 0.9242; ImageNet taps 0.9266).
   Part of the gain is U2-Netp's knowledge: the benchmark's ``--fusion`` baseline, a prior
-  averaged with U2-Netp's map, has the higher max F (contrast 0.919) and the re-learned map the
+  averaged with U2-Netp's map, has the higher max F (contrast 0.9185) and the re-learned map the
   lower MAE.
 * **Corrections only** (``corrections_only``, default off since version 2; the notes below were
   measured with ``merge="replace"``): of the superpixels selected above, the
