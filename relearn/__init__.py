@@ -32,7 +32,10 @@ from relearn.instance_pairs import (
 from relearn.joint import JointModel, JointTraining, boost_weight, predict_joint, rank_by_trust, train_joint
 from relearn.mijr import (
     FILTER_THRESHOLD,
+    GAIN_RANGE,
+    GAIN_REFERENCE,
     JOINT_THRESHOLD,
+    RELEARN_SIGMA_S2,
     NeighbourRef,
     PoolImage,
     RelearnModel,
@@ -55,6 +58,6 @@ __all__ = [
     "PairFilter", "filter_pairs", "train_pair_filter",
     "JointModel", "JointTraining", "boost_weight", "predict_joint", "rank_by_trust", "train_joint",
     "SIGMA_S2", "spatial_weighting",
-    "FILTER_THRESHOLD", "JOINT_THRESHOLD", "NeighbourRef", "PoolImage", "RelearnModel", "RelearnResult",
+    "FILTER_THRESHOLD", "GAIN_RANGE", "GAIN_REFERENCE", "JOINT_THRESHOLD", "RELEARN_SIGMA_S2", "NeighbourRef", "PoolImage", "RelearnModel", "RelearnResult",
     "RelearnTraining", "relearn_image", "train_relearn",
 ]

@@ -13,10 +13,11 @@ Per target image, with superpixels ``S_i`` and up to ``M = 5`` retrieved, aligne
    prior's logit plus the joint logit, see *Residual* below);
 4. superpixel scores: the re-learned saliency there (narrowed by ``corrections_only`` and
    ``confident_only`` when set), the prior's superpixel mean elsewhere; spatial weighting
-   (:func:`relearn.spatial_weighting`) to a pixel map (of a residual model, of its corrections);
+   (:func:`relearn.spatial_weighting`; off by default, see *Gain*) to a pixel map (of a residual
+   model, of its corrections);
 5. the promoted map: on the re-learned superpixels that map's odds multiplied with the prior's
-   pixels' (``merge="logodds"``, the default) or that map alone (``"replace"``, the paper); the
-   prior's own pixels elsewhere.
+   pixels' (``merge="logodds"``, the default; the added log-odds scaled by the image's gain, see
+   *Gain*) or that map alone (``"replace"``, the paper); the prior's own pixels elsewhere.
 
 Training (:func:`train_relearn`) on a pool whose images have pseudo GT, and ground truth on some:
 Table I labels of the pairs of every target with GT (:func:`relearn.pair_labels`), the 30k / 50k
@@ -95,6 +96,28 @@ Decisions the paper leaves open
   Part of the gain is U2-Netp's knowledge: the benchmark's ``--fusion`` baseline, a prior
   averaged with U2-Netp's map, has the higher max F (contrast 0.9185) and the re-learned map the
   lower MAE.
+* **Gain and spatial weighting** (``gain_reference`` 1, ``gain_range`` (0.25, 3), ``sigma_s2`` 0;
+  ``relearn`` version 3). One model serves priors of very different reliability: on ECSSD train
+  the corrections that help a weak prior most are about twice as strong as those the model makes
+  (a fixed gain k on the added log-odds: contrast's max F 0.873 at k = 1, 0.898 at 2), while on a
+  strong prior they are mostly noise (u2netp 0.9245 at 1, 0.9214 at 2). How much the model adds
+  to an image tells the two apart: the mean |added log-odds| per image has the median 0.20 on
+  u2netp, 1.16 on arn, 1.98 on contrast and 3.35 on gradsal (100 ECSSD train images, ``sigma_s2``
+  0.02). So each image's added log-odds ``c`` are scaled by ``k = clip(mean |c| / 1, 0.25, 3)``:
+  a prior the model hardly disagrees with is damped towards itself, one it rewrites is rewritten
+  more firmly. The spatial weighting spreads a residual model's corrections over the untouched
+  superpixels' 0.5 and so weakens them; without it (``sigma_s2`` 0, each superpixel's correction
+  painted on its own pixels) the weak priors gain more and the strong ones lose. Both were chosen
+  together on the 100 ECSSD train images of ``benchmarks/bench_relearn.py --split train``
+  (``benchmarks/tune_relearn_gain.py``, grid of ``sigma_s2`` x gain rules; criterion fixed
+  before the grid: the best mean max F over the u2netp, contrast, gradsal and arn priors among
+  the settings that keep every prior's max F at least the prior's own, within 0.001 the lower
+  mean MAE). Measured through the pipeline (max F / MAE; ``tune_relearn_gain.md``), version 2
+  (``sigma_s2`` 0.02, no gain) -> version 3: u2netp 0.9245 / 0.0389 -> 0.9245 / 0.0390 (the
+  prior 0.9242 / 0.0418), contrast 0.8727 / 0.0980 -> 0.9038 / 0.0478, gradsal 0.8852 / 0.0765
+  -> 0.9089 / 0.0457, arn 0.9155 / 0.0472 -> 0.9166 / 0.0416. The paper's scheme stays available
+  (``sigma_s2`` > 0, :func:`relearn.spatial_weighting`); ``gain_range=(1, 1)`` is the plain odds
+  product.
 * **Corrections only** (``corrections_only``, default off since version 2; the notes below were
   measured with ``merge="replace"``): of the superpixels selected above, the
   re-learned score replaces the prior only where the two disagree on the class (``> 0.5``);
@@ -171,18 +194,21 @@ from relearn.instance_pairs import (
 )
 from relearn.joint import MIN_ERROR, JointModel, predict_joint, rank_by_trust, train_joint
 from relearn.pair_filter import PairFilter, filter_pairs, train_pair_filter
-from relearn.spatial import SIGMA_S2, spatial_weighting
+from relearn.spatial import spatial_weighting
 from relearn.superpixel_features import DEFAULT_TAPS
 from relearn import _nets
 from superpixels import region_mean
 from superpixels.validation import check_int, check_labels, check_map
 
-__all__ = ["FILTER_THRESHOLD", "JOINT_THRESHOLD", "NeighbourRef", "PoolImage", "RelearnModel", "RelearnResult",
-           "RelearnTraining", "relearn_image", "train_relearn"]
+__all__ = ["FILTER_THRESHOLD", "GAIN_RANGE", "GAIN_REFERENCE", "JOINT_THRESHOLD", "NeighbourRef", "PoolImage",
+           "RELEARN_SIGMA_S2", "RelearnModel", "RelearnResult", "RelearnTraining", "relearn_image", "train_relearn"]
 
 # the filter's delta threshold at inference and while training the joint model (module notes)
 FILTER_THRESHOLD = 0.0002
 JOINT_THRESHOLD = 0.005
+RELEARN_SIGMA_S2 = 0.0        # no spatial weighting of a residual model's corrections (module notes, *Gain*)
+GAIN_REFERENCE = 1.0          # mean |added log-odds| of an image at which its gain is 1 (notes, *Gain*)
+GAIN_RANGE = (0.25, 3.0)
 RELEARN_MERGES = ("replace", "logodds")  # how a re-learned superpixel's score meets the prior
 
 
@@ -259,6 +285,15 @@ def _target_inputs(features, labels, prior, pseudo_gt):
     return features, labels, n, prior, region_mean(prior, labels, n).astype(np.float32), pseudo
 
 
+def _gained(prior: np.ndarray, merged: np.ndarray, inside: np.ndarray, reference: float, lo: float,
+            hi: float) -> np.ndarray:
+    """The odds product with the added log-odds scaled by the image's gain (module notes, *Gain*)."""
+    base = logit(prior)
+    change = np.where(inside, logit(merged) - base, 0.0)   # what re-learning adds; 0 where the prior is kept
+    gain = float(np.clip(np.abs(change).mean() / reference, lo, hi))
+    return sigmoid(base + gain * change).astype(np.float32)
+
+
 def relearn_image(
     model: RelearnModel,
     features: np.ndarray,
@@ -267,13 +302,15 @@ def relearn_image(
     pseudo_gt: np.ndarray,
     neighbours: Sequence[Neighbour],
     *,
-    sigma_s2: float = SIGMA_S2,
+    sigma_s2: float = RELEARN_SIGMA_S2,
     use_filter: bool = True,
     filter_threshold: float = FILTER_THRESHOLD,
     max_trusted: float = 1.0,
     corrections_only: bool = False,
     confident_only: bool = False,
     merge: str = "logodds",
+    gain_reference: float = GAIN_REFERENCE,
+    gain_range: tuple[float, float] = GAIN_RANGE,
     device: str = "cpu",
 ) -> RelearnResult:
     """Promote one image's prior by MIJR re-learning (module notes, steps 1-5).
@@ -333,6 +370,13 @@ def relearn_image(
         residual model (``model.joint.hparams["residual"]``) ``logodds`` multiplies the prior's
         odds by the spatially weighted corrections' and ``replace`` puts the posterior
         ``sigmoid(logit(prior) + correction)`` of each superpixel in place of the prior's pixels.
+    gain_reference, gain_range : float, (float, float), optional
+        ``logodds`` only (``replace`` ignores them): the per-image gain of the re-learned log-odds (module notes, *Gain*).
+        With ``c`` the log-odds the odds product adds to the prior's at each pixel (0 where the
+        prior is kept) and ``d`` its mean absolute value over the image, the promoted map is
+        ``sigmoid(logit(prior) + k c)`` with ``k = clip(d / gain_reference, *gain_range)``:
+        corrections the model makes on few pixels, or weakly, are damped, large ones amplified.
+        ``gain_range=(k, k)`` gives the fixed gain ``k``; ``(1, 1)`` the plain odds product.
     device : str, optional
         Torch device of the two networks.
 
@@ -347,6 +391,11 @@ def relearn_image(
         raise ValueError(f"filter_threshold must be in (0, 1), got {filter_threshold!r}")
     if not 0.0 <= max_trusted <= 1.0:
         raise ValueError(f"max_trusted must be in [0, 1], got {max_trusted!r}")
+    lo_gain, hi_gain = gain_range
+    if not (np.isfinite(gain_reference) and gain_reference > 0.0):
+        raise ValueError(f"gain_reference must be a finite number > 0, got {gain_reference!r}")
+    if not (np.isfinite(lo_gain) and np.isfinite(hi_gain) and 0.0 <= lo_gain <= hi_gain):
+        raise ValueError(f"gain_range: expected (low, high) with 0 <= low <= high, got {gain_range!r}")
     st = model.settings
     if features.shape[1] != st["feature_dim"]:
         raise ValueError(f"features: expected F = {st['feature_dim']} columns (the model's taps "
@@ -377,14 +426,14 @@ def relearn_image(
         relearned[rows[has]] = True
         if residual:
             correction[rows[has]] = sigmoid(logit(s[has]) - offset[has])
-    if merge == "logodds" and residual:
-        # the model's own posterior sigma(logit(prior) + correction), per pixel of the prior
-        weighted = spatial_weighting(correction, labels, sigma_s2=sigma_s2)
+    if merge == "logodds":
+        # residual: the model's own posterior sigma(logit(prior) + correction), per pixel of the prior
+        weighted = spatial_weighting(correction if residual else scores, labels, sigma_s2=sigma_s2)
         weighted = merge_with_prior(prior, np.clip(weighted, 0.0, 1.0).astype(np.float32), "logodds")
+        if (lo_gain, hi_gain) != (1.0, 1.0):
+            weighted = _gained(prior, weighted, relearned[labels], gain_reference, lo_gain, hi_gain)
     else:
         weighted = spatial_weighting(scores, labels, sigma_s2=sigma_s2)
-        if merge == "logodds":
-            weighted = merge_with_prior(prior, np.clip(weighted, 0.0, 1.0).astype(np.float32), "logodds")
     out = np.where(relearned[labels], weighted, prior).astype(np.float32)
     return RelearnResult(map=out, scores=scores, relearned=relearned, trust=trust)
 

@@ -20,7 +20,9 @@ Decisions
   ``1 / sqrt(500) = 0.045``) 0.02 gives an adjacent superpixel ``exp(-2.25) = 0.11`` of a
   superpixel's own weight and one two spacings away 0.01: a smoothing over the immediate
   neighbourhood. Not measured on data (no pool with the whole chain was at hand).
-* ``sigma_s^2 = 0`` paints the scores as they are (no weighting).
+* ``sigma_s^2 = 0`` paints the scores as they are (no weighting). The ``relearn`` stage's default
+  since its version 3: with a residual model's corrections, measured better on ECSSD train
+  (``relearn/mijr.py`` notes, *Gain*); 0.02 stays this function's default.
 * Coordinates: row / H and column / W (region contrast's normalisation).
 """
 

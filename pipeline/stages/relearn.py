@@ -30,9 +30,11 @@ from pipeline.registry import FEATURE_STAGES, ModelSlot, NeighbourInputs, Resour
 from pipeline.stages.features import model_feature_stage, tap_strides
 from relearn import (
     FILTER_THRESHOLD,
+    GAIN_RANGE,
+    GAIN_REFERENCE,
     JOINT_THRESHOLD,
     M_NEIGHBOURS,
-    SIGMA_S2,
+    RELEARN_SIGMA_S2,
     T1,
     T2,
     Neighbour,
@@ -263,7 +265,8 @@ class RelearnParams:
         (``relearn-u2netp-duts`` on ``u2netp_features``; ``relearn-duts`` on ``deep_features``, with
         ``superpixel_features.features=deep_features``).
     sigma_s2 : float
-        Width of the spatial weighting's kernel, in normalised coordinates (0: none).
+        Width of the spatial weighting's kernel, in normalised coordinates (0, the default: none;
+        ``relearn/mijr.py`` notes, *Gain*).
     use_filter : bool
         False: every aligned pair passes (the paper's "without filter" ablation).
     filter_threshold : float
@@ -283,11 +286,15 @@ class RelearnParams:
         ``replace``: the re-learned superpixels take the re-learned score (the paper);
         ``logodds``: its odds and the prior's are multiplied (a residual model's correction:
         ``relearn/mijr.py`` notes, *Residual*).
+    gain_reference, gain_min, gain_max : float
+        ``logodds`` only (``replace`` ignores them): each image's re-learned log-odds are scaled by
+        ``clip(mean |added log-odds| / gain_reference, gain_min, gain_max)`` (``relearn/mijr.py``
+        notes, *Gain*); ``gain_min = gain_max = 1``: the plain odds product.
     """
 
     prior: str = "u2netp"
     model: str = "relearn-u2netp-duts"
-    sigma_s2: float = param(SIGMA_S2, ge=0)
+    sigma_s2: float = param(RELEARN_SIGMA_S2, ge=0)
     use_filter: bool = True
     filter_threshold: float = param(FILTER_THRESHOLD, gt=0, lt=1)
     m: int = param(0, ge=0)
@@ -295,6 +302,9 @@ class RelearnParams:
     corrections_only: bool = False
     confident_only: bool = False
     merge: str = param("logodds", choices=RELEARN_MERGES)
+    gain_reference: float = param(GAIN_REFERENCE, gt=0)
+    gain_min: float = param(GAIN_RANGE[0], ge=0)
+    gain_max: float = param(GAIN_RANGE[1], ge=0)
 
 
 def _relearn_model(model):
@@ -329,7 +339,8 @@ def run_relearn(inputs, neighbours, params: RelearnParams, ctx):
                       use_filter=params.use_filter, filter_threshold=params.filter_threshold,
                       max_trusted=params.max_trusted,
                       corrections_only=params.corrections_only, confident_only=params.confident_only,
-                      merge=params.merge, device=ctx.device)
+                      merge=params.merge, gain_reference=params.gain_reference,
+                      gain_range=(params.gain_min, params.gain_max), device=ctx.device)
     return {"map": r.map, "relearned": r.relearned}
 
 
@@ -353,7 +364,7 @@ register(Stage(
     doc="train the MIJR instance-pair filter and joint re-learning model on the pool and its --gt masks",
 ))
 register(Stage(
-    name="relearn", version="2", inputs=("slic", "superpixel_features", "crf_pseudo_gt"), params=RelearnParams,
+    name="relearn", version="3", inputs=("slic", "superpixel_features", "crf_pseudo_gt"), params=RelearnParams,
     granularity="image", func=run_relearn, method=relearn_image, produces_map=True, prior_params=("prior",),
     learned=ModelSlot(trainer="relearn_fit"), neighbour_inputs=NeighbourInputs("neighbours", NEIGHBOUR_STAGES),
     doc="MIJR re-learning: hard superpixels re-learned from aligned easy ones of similar images",

@@ -192,7 +192,7 @@ def test_the_logodds_merge_multiplies_the_odds_on_the_relearned_superpixels_only
     f, prior, pgt, gt, nbs = _target(7, wrong)
     gating = dict(use_filter=False, corrections_only=True, confident_only=False)  # some superpixels, not all
     replaced = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, merge="replace", **gating)
-    merged = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, merge="logodds", **gating)
+    merged = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, merge="logodds", gain_range=(1, 1), **gating)
     np.testing.assert_array_equal(merged.relearned, replaced.relearned)
     inside = replaced.relearned[LABELS]
     assert inside.any() and not inside.all()
@@ -227,6 +227,42 @@ def test_a_residual_model_corrects_the_prior_and_one_without_correction_keeps_it
     still = relearn_image(model, f, LABELS, prior, pgt, nbs, use_filter=False)
     assert still.relearned.any()
     np.testing.assert_allclose(still.map, sigmoid(logit(prior)), atol=1e-6)
+
+
+def test_the_gain_scales_the_relearned_log_odds_by_the_images_mean_change(trained):
+    from promote.merge import logit, sigmoid
+
+    wrong = [5, 0, 10, 15]
+    f, prior, pgt, gt, nbs = _target(7, wrong)
+    gating = dict(use_filter=False, corrections_only=True, confident_only=False)
+    plain = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, gain_range=(1, 1), **gating)
+    inside = plain.relearned[LABELS]
+    assert inside.any() and not inside.all()
+    change = logit(plain.map) - logit(prior)      # the log-odds the odds product added; 0 outside
+    assert np.abs(change[~inside]).max() == 0 and np.abs(change[inside]).max() > 1.0
+    mean_change = np.abs(change).mean()
+
+    def gained(**kw):
+        res = relearn_image(trained.model, f, LABELS, prior, pgt, nbs, **gating, **kw)
+        np.testing.assert_array_equal(res.relearned, plain.relearned)
+        np.testing.assert_array_equal(res.map[~inside], prior[~inside])
+        return res.map
+
+    # a fixed gain k: sigma(logit(prior) + k * change)
+    fixed = {k: gained(gain_range=(k, k)) for k in (0.0, 0.5, 2.0)}
+    for k, m in fixed.items():
+        np.testing.assert_allclose(m, sigmoid(logit(prior) + k * change), atol=1e-6)
+    np.testing.assert_allclose(fixed[0.0], sigmoid(logit(prior)), atol=1e-6)   # gain 0: the prior
+    # the image's gain is its mean |change| over the reference, within the range
+    np.testing.assert_allclose(gained(gain_reference=mean_change, gain_range=(0, 10)), plain.map, atol=1e-6)
+    np.testing.assert_allclose(gained(gain_reference=mean_change / 2, gain_range=(0, 10)), fixed[2.0], atol=1e-6)
+    np.testing.assert_allclose(gained(gain_reference=mean_change * 2, gain_range=(0, 10)), fixed[0.5], atol=1e-6)
+    np.testing.assert_allclose(gained(gain_reference=mean_change / 8, gain_range=(0.5, 2)), fixed[2.0], atol=1e-6)
+    np.testing.assert_allclose(gained(gain_reference=mean_change * 8, gain_range=(0.5, 2)), fixed[0.5], atol=1e-6)
+    with pytest.raises(ValueError, match="gain_reference must be a finite number > 0"):
+        relearn_image(trained.model, f, LABELS, prior, pgt, nbs, gain_reference=0.0)
+    with pytest.raises(ValueError, match=r"gain_range: expected \(low, high\) with 0 <= low <= high"):
+        relearn_image(trained.model, f, LABELS, prior, pgt, nbs, gain_range=(2.0, 1.0))
 
 
 def test_without_neighbours_the_prior_is_returned(trained):
