@@ -20,7 +20,9 @@ Usage::
 
     .venv/bin/python benchmarks/tune_relearn_gain.py --work WORK [--model FILE] [--jobs 2]
 
-Writes ``benchmarks/results/tune_relearn_gain_grid.{json,md}``.
+``--no-grid`` only records, per ``sigma_s2`` and prior, the distribution over the images of the
+mean |added log-odds| (what the rule reads). Writes ``benchmarks/results/tune_relearn_gain_grid.{json,md}``
+(``--results NAME``: ``NAME.{json,md}``).
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--priors", nargs="+", default=["u2netp", "contrast", "gradsal", "arn"])
     ap.add_argument("--sigmas", nargs="+", type=float, default=list(SIGMAS))
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--no-grid", action="store_true", help="only the per-image mean |added log-odds| per prior")
+    ap.add_argument("--results", default="tune_relearn_gain_grid")
     args = ap.parse_args(argv)
     work = args.work.resolve()
     gt_dir = work / "val_pool" / "gt"
@@ -101,9 +105,13 @@ def main(argv=None) -> int:
 
     rules = [(f"fixed {k}", k, (k, k)) for k in FIXED]
     rules += [(f"{ref} / [{lo}, {hi}]", ref, (lo, hi)) for ref, (lo, hi) in itertools.product(REFERENCES, RANGES)]
+    data["mean_abs_change"] = {}
     for sigma in args.sigmas:
         changes = {p: _changes(work, p, args.model, sigma, args.jobs, stems, gts) for p in args.priors}
-        for name, ref, (lo, hi) in rules:
+        data["mean_abs_change"][str(sigma)] = {
+            p: np.percentile([np.abs(c).mean() for _, c in changes[p]], [10, 50, 90]).round(3).tolist()
+            for p in args.priors}
+        for name, ref, (lo, hi) in ([] if args.no_grid else rules):
             rule = (lambda d, ref=ref, lo=lo, hi=hi: float(np.clip(d / ref, lo, hi)))
             scores = {p: _score(changes[p], rule, stems, gt_dir) for p in args.priors}
             row = {"sigma_s2": sigma, "rule": name, "reference": ref, "range": [lo, hi], "scores": scores,
@@ -112,6 +120,19 @@ def main(argv=None) -> int:
                    "keeps_every_prior": all(scores[p][0] >= prior_scores[p][0] for p in args.priors)}
             data["rows"].append(row)
             print(sigma, name, round(row["mean_max_f"], 4), flush=True)
+    spread = ["Mean |added log-odds| per image (the rule's input) at the gain 1, percentiles 10 / 50 / 90:", "",
+              "| sigma_s2 | " + " | ".join(args.priors) + " |", "|---|" + "---|" * len(args.priors)]
+    spread += [f"| {sig} | " + " | ".join(" / ".join(f"{v:.2f}" for v in q[p]) for p in args.priors) + " |"
+               for sig, q in data["mean_abs_change"].items()]
+    head = ["# relearn: spatial weighting and per-image gain, chosen on ECSSD train", "",
+            f"Command: `.venv/bin/python benchmarks/tune_relearn_gain.py --work WORK"
+            + (f" --sigmas {' '.join(str(x) for x in args.sigmas)} --no-grid --results {args.results}`"
+               if args.no_grid else "`")
+            + f" ({len(stems)} images of `bench_relearn.py --split train`; model `{Path(args.model).name}`).", ""]
+    if args.no_grid:
+        data["load_after"] = load_average()
+        write_results(args.results, data, "\n".join(head + spread) + "\n")
+        return 0
     allowed = [r for r in data["rows"] if r["keeps_every_prior"]]
     best = max(r["mean_max_f"] for r in allowed)
     chosen = min((r for r in allowed if r["mean_max_f"] >= best - TIE), key=lambda r: r["mean_mae"])
@@ -133,7 +154,7 @@ def main(argv=None) -> int:
         md.append(f"| {r['sigma_s2']} | {r['rule']} | "
                   + " | ".join(f"{r['scores'][p][0]:.4f} / {r['scores'][p][1]:.4f}" for p in args.priors)
                   + f" | {r['mean_max_f']:.4f} | {r['mean_mae']:.4f} | {'yes' if r['keeps_every_prior'] else 'no'} |")
-    write_results("tune_relearn_gain_grid", data, "\n".join(md) + "\n")
+    write_results(args.results, data, "\n".join(md + [""] + spread) + "\n")
     return 0
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "PairFilter", "filter_pairs", "train_pair_filter",
     "JointModel", "JointTraining", "boost_weight", "predict_joint", "rank_by_trust", "train_joint",
     "SIGMA_S2", "spatial_weighting",
-    "FILTER_THRESHOLD", "GAIN_RANGE", "GAIN_REFERENCE", "JOINT_THRESHOLD", "RELEARN_SIGMA_S2", "NeighbourRef", "PoolImage", "RelearnModel", "RelearnResult",
+    "FILTER_THRESHOLD", "GAIN_RANGE", "GAIN_REFERENCE", "JOINT_THRESHOLD", "RELEARN_SIGMA_S2",
+    "NeighbourRef", "PoolImage", "RelearnModel", "RelearnResult",
     "RelearnTraining", "relearn_image", "train_relearn",
 ]

@@ -375,7 +375,8 @@ def relearn_image(
         odds by the spatially weighted corrections' and ``replace`` puts the posterior
         ``sigmoid(logit(prior) + correction)`` of each superpixel in place of the prior's pixels.
     gain_reference, gain_range : float, (float, float), optional
-        ``logodds`` only (``replace`` ignores them): the per-image gain of the re-learned log-odds (module notes, *Gain*).
+        ``logodds`` only (``replace`` ignores them): the per-image gain of the re-learned log-odds
+        (module notes, *Gain*).
         With ``c`` the log-odds the odds product adds to the prior's at each pixel (0 where the
         prior is kept) and ``d`` its mean absolute value over the image, the promoted map is
         ``sigmoid(logit(prior) + k c)`` with ``k = clip(d / gain_reference, *gain_range)``:
