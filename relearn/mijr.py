@@ -103,7 +103,7 @@ Decisions the paper leaves open
   strong prior they are mostly noise (u2netp 0.9245 at 1, 0.9214 at 2). How much the model adds
   to an image tells the two apart: the mean |added log-odds| per image has the median 0.20 on
   u2netp, 1.16 on arn, 1.98 on contrast and 3.35 on gradsal (100 ECSSD train images, ``sigma_s2``
-  0.02). So each image's added log-odds ``c`` are scaled by ``k = clip(mean |c| / 1, 0.25, 3)``:
+  0.02; ``tune_relearn_gain_spread.md``). So each image's added log-odds ``c`` are scaled by ``k = clip(mean |c| / 1, 0.25, 3)``:
   a prior the model hardly disagrees with is damped towards itself, one it rewrites is rewritten
   more firmly. The spatial weighting spreads a residual model's corrections over the untouched
   superpixels' 0.5 and so weakens them; without it (``sigma_s2`` 0, each superpixel's correction
